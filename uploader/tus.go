@@ -1,0 +1,250 @@
+package uploader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+const tusVersion = "1.0.0"
+
+// failKind says what a failed attempt means for the item and the link.
+type failKind int
+
+const (
+	failLink      failKind = iota // no connection, timeout: waiting, not counted, link offline
+	failPaused                    // 401/403, unusable server: waiting, not counted, link paused
+	failLater                     // 409/423/429 and the like: waiting, not counted
+	failCounted                   // the server answered about this file (5xx, 460, unverified): counted
+	failFile                      // 413 or another 4xx about the file: quarantine
+	failLeaseLost                 // someone else holds the item now: record nothing
+)
+
+// failure is an attempt's error together with what it means.
+type failure struct {
+	kind       failKind
+	err        error
+	retryAfter time.Duration // from Retry-After, if the server sent one
+}
+
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+func fail(kind failKind, format string, args ...any) *failure {
+	return &failure{kind: kind, err: fmt.Errorf(format, args...)}
+}
+
+// StatusError is an unexpected HTTP answer.
+type StatusError struct {
+	Method string
+	URL    string
+	Code   int
+	Body   string // first bytes of the answer, printable only
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("%s %s: %d %s", e.Method, e.URL, e.Code, http.StatusText(e.Code))
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	return msg
+}
+
+// errStalled is the cause when a request made no progress for RequestTimeout.
+var errStalled = errors.New("no progress")
+
+// reply is a drained HTTP response.
+type reply struct {
+	method string
+	url    string
+	code   int
+	header http.Header
+	body   string
+}
+
+// classify turns an answer nobody expected into a failure.
+func (r reply) classify() *failure {
+	se := &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body}
+	switch {
+	case r.code == http.StatusUnauthorized || r.code == http.StatusForbidden:
+		return &failure{kind: failPaused, err: fmt.Errorf("%w: %w", ErrUnauthorized, se)}
+	case r.code == 460:
+		return &failure{kind: failCounted, err: fmt.Errorf("%w: %w", ErrChecksumMismatch, se)}
+	case r.code == http.StatusConflict || r.code == http.StatusLocked || r.code == http.StatusTooManyRequests ||
+		r.code == http.StatusRequestTimeout:
+		return &failure{kind: failLater, err: se, retryAfter: retryAfter(r.header)}
+	case r.code >= 500:
+		return &failure{kind: failCounted, err: fmt.Errorf("%w: %w", ErrServer, se), retryAfter: retryAfter(r.header)}
+	case r.code >= 400:
+		return &failure{kind: failFile, err: fmt.Errorf("%w: %w", ErrRejected, se)}
+	default:
+		return &failure{kind: failCounted, err: fmt.Errorf("unexpected answer: %w", se)}
+	}
+}
+
+func retryAfter(h http.Header) time.Duration {
+	if s, err := strconv.Atoi(h.Get("Retry-After")); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return 0
+}
+
+// send makes one request and drains its answer. body (with length bytes) may be
+// nil. The request is aborted when nothing moves for RequestTimeout: the body
+// reader resets the watchdog on every read, so a slow but moving upload lives on.
+// A network failure comes back as a failLink failure; cancellation of ctx as ctx's error.
+func (u *Uploader) send(ctx context.Context, method, target string, hdr http.Header, body io.Reader, length int64) (reply, error) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	timeout := u.opts.RequestTimeout
+	watchdog := time.AfterFunc(timeout, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	if body != nil {
+		body = &watchedReader{r: body, onRead: func(int) { watchdog.Reset(timeout) }}
+	}
+	req, err := http.NewRequestWithContext(rctx, method, target, body)
+	if err != nil {
+		return reply{}, fail(failFile, "%s %s: %w", method, target, err)
+	}
+	if body != nil {
+		req.ContentLength = length
+		if length == 0 {
+			req.Body = http.NoBody
+		}
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header.Set("Tus-Resumable", tusVersion)
+	req.Header.Set("User-Agent", "courier-uploader")
+	if u.opts.Token != nil {
+		if tok := u.opts.Token(); tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+	}
+	resp, err := u.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return reply{}, context.Cause(ctx)
+		}
+		if errors.Is(context.Cause(rctx), errStalled) {
+			err = fmt.Errorf("no progress for %s", timeout)
+		}
+		return reply{}, &failure{kind: failLink, err: fmt.Errorf("%s %s: %w", method, target, err)}
+	}
+	defer resp.Body.Close()
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return reply{method: method, url: target, code: resp.StatusCode, header: resp.Header, body: printable(head)}, nil
+}
+
+// printable keeps an error body readable in a log line or a LastError column.
+func printable(b []byte) string {
+	s := strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return ' '
+	}, string(b))
+	s = strings.TrimSpace(s)
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// capabilities is what OPTIONS told us about the server.
+type capabilities struct {
+	creationWithUpload bool
+	algo               string // "sha256", "sha1", or "" without the checksum extension
+}
+
+// capabilities returns the server's abilities, asking with OPTIONS once and again
+// after a failure made us forget them.
+func (u *Uploader) capabilities(ctx context.Context) (capabilities, error) {
+	u.capsMu.Lock()
+	defer u.capsMu.Unlock()
+	if u.caps != nil {
+		return *u.caps, nil
+	}
+	r, err := u.send(ctx, http.MethodOptions, u.endpoint.String(), nil, nil, 0)
+	if err != nil {
+		return capabilities{}, err
+	}
+	if r.code != http.StatusOK && r.code != http.StatusNoContent {
+		f := r.classify()
+		if f.kind == failFile || f.kind == failCounted {
+			// Nothing about a file yet: a wrong endpoint or a broken server is the link's problem.
+			f.kind = failPaused
+		}
+		return capabilities{}, f
+	}
+	if !headerHas(r.header.Get("Tus-Version"), tusVersion) {
+		return capabilities{}, fail(failPaused, "server at %s does not speak tus %s (Tus-Version %q)",
+			u.endpoint, tusVersion, r.header.Get("Tus-Version"))
+	}
+	ext := r.header.Get("Tus-Extension")
+	if !headerHas(ext, "creation") {
+		return capabilities{}, fail(failPaused, "server at %s does not support the tus creation extension", u.endpoint)
+	}
+	c := capabilities{creationWithUpload: headerHas(ext, "creation-with-upload")}
+	if headerHas(ext, "checksum") {
+		algos := r.header.Get("Tus-Checksum-Algorithm")
+		switch {
+		case headerHas(algos, "sha256"):
+			c.algo = "sha256"
+		case headerHas(algos, "sha1"):
+			c.algo = "sha1"
+		}
+	}
+	if c.algo == "" {
+		u.log.Warn("server cannot check chunk checksums", "endpoint", u.endpoint.String())
+	}
+	u.caps = &c
+	return c, nil
+}
+
+// forgetCapabilities makes the next upload ask OPTIONS again.
+func (u *Uploader) forgetCapabilities() {
+	u.capsMu.Lock()
+	u.caps = nil
+	u.capsMu.Unlock()
+}
+
+// headerHas reports whether a comma-separated header value lists token.
+func headerHas(list, token string) bool {
+	for v := range strings.SplitSeq(list, ",") {
+		if strings.EqualFold(strings.TrimSpace(v), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolve makes a Location header absolute against the endpoint.
+func (u *Uploader) resolve(loc string) (string, error) {
+	ref, err := url.Parse(loc)
+	if err != nil {
+		return "", err
+	}
+	return u.endpoint.ResolveReference(ref).String(), nil
+}
+
+// watchedReader calls onRead after every read with what was read.
+type watchedReader struct {
+	r      io.Reader
+	onRead func(n int)
+}
+
+func (w *watchedReader) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	w.onRead(n)
+	return n, err
+}
