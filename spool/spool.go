@@ -2,10 +2,17 @@ package spool
 
 import (
 	"context"
-	"io"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"sync"
 	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // Options configure a spool. Zero values mean: no cap, keep_done 168h.
@@ -15,7 +22,9 @@ type Options struct {
 	MinFreeDisk int64         // spool.min_free_disk; 0 = no floor
 	KeepDone    time.Duration // spool.keep_done
 	// Sinks names the event sinks ("file", "mqtt"). Each event gets one outbox row per sink;
-	// an item becomes published when every sink has its event.
+	// an item becomes published when every sink has its event. Empty means one sink
+	// named "default". On a non-shared Open, unpublished rows of sinks no longer listed
+	// are dropped (the sink was removed from the config), so items cannot get stuck.
 	Sinks   []string
 	Inspect Inspector // may be nil
 	Logger  *slog.Logger
@@ -25,6 +34,16 @@ type Options struct {
 	Shared bool
 }
 
+// DefaultKeepDone is used when Options.KeepDone is zero.
+const DefaultKeepDone = 168 * time.Hour
+
+// DefaultSink is the sink name used when Options.Sinks is empty.
+const DefaultSink = "default"
+
+// busyTimeout is how long a write waits for another connection or process (a CLI
+// command beside the agent) to finish its transaction.
+const busyTimeout = 30 * time.Second
+
 // ListFilter selects items for List.
 type ListFilter struct {
 	State State // "" = all
@@ -33,118 +52,340 @@ type ListFilter struct {
 
 // Spool is the durable queue. Safe for concurrent use by many goroutines of one process.
 type Spool struct {
-	opts Options
+	opts  Options
+	dir   string
+	sinks []string
+	log   *slog.Logger
+	now   func() time.Time
+
+	// w has exactly one connection and begins IMMEDIATE transactions: writes of this
+	// process are serialised by the pool, writes of other processes by busy_timeout.
+	w *sql.DB
+	// r is a pool of read-only connections; WAL lets them read while w writes.
+	r *sql.DB
+
+	lock  *fileLock // nil when Shared
+	ready chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open opens (creating if needed) the spool in opts.Dir, takes the process lock
 // (ErrLocked if another process holds it), and recovers: removes half-written temp
 // files, clears stale leases so uploading items resume, finishes items whose
 // events were all published.
-func Open(ctx context.Context, opts Options) (*Spool, error) { panic("TODO") }
+func Open(ctx context.Context, opts Options) (*Spool, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("spool: Options.Dir is empty")
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", opts.Dir, err)
+	}
+	if opts.KeepDone <= 0 {
+		opts.KeepDone = DefaultKeepDone
+	}
+	s := &Spool{
+		opts:  opts,
+		dir:   dir,
+		sinks: opts.Sinks,
+		log:   opts.Logger,
+		now:   opts.Now,
+		ready: make(chan struct{}, 1),
+	}
+	if len(s.sinks) == 0 {
+		s.sinks = []string{DefaultSink}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for _, d := range []string{dir, s.contentDir(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("spool %s: create %s: %w", dir, d, err)
+		}
+	}
+	if !opts.Shared {
+		s.lock, err = lockFile(filepath.Join(dir, "lock"))
+		if err != nil {
+			if errors.Is(err, ErrLocked) {
+				return nil, fmt.Errorf("spool %s: %w", dir, ErrLocked)
+			}
+			return nil, fmt.Errorf("spool %s: lock: %w", dir, err)
+		}
+	}
+	if err := s.openDB(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if !opts.Shared {
+		if err := s.recover(ctx); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("spool %s: recover: %w", dir, err)
+		}
+		s.signal()
+	}
+	return s, nil
+}
+
+func (s *Spool) openDB(ctx context.Context) error {
+	path := filepath.Join(s.dir, "spool.db")
+	common := fmt.Sprintf("_busy_timeout=%d&_foreign_keys=1", busyTimeout.Milliseconds())
+	// synchronous=FULL: a commit is on disk when it returns, which is what lets a source
+	// delete its file right after Receive.
+	wdsn := path + "?" + common + "&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"
+	rdsn := path + "?" + common + "&_query_only=1"
+	var err error
+	if s.w, err = sql.Open("sqlite", wdsn); err != nil {
+		return fmt.Errorf("spool %s: open database: %w", s.dir, err)
+	}
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxIdleTime(0)
+	s.w.SetConnMaxLifetime(0)
+	if err := s.w.PingContext(ctx); err != nil {
+		return fmt.Errorf("spool %s: open database: %w", s.dir, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		return fmt.Errorf("spool %s: schema: %w", s.dir, err)
+	}
+	if s.r, err = sql.Open("sqlite", rdsn); err != nil {
+		return fmt.Errorf("spool %s: open database: %w", s.dir, err)
+	}
+	s.r.SetMaxOpenConns(4)
+	s.r.SetMaxIdleConns(4)
+	return nil
+}
 
 // Close releases the lock and the database.
-func (s *Spool) Close() error { panic("TODO") }
-
-// Receive copies r into the spool (temp file, fsync, rename, dir fsync, SHA-256 and
-// SHA-1 in the same pass), runs the inspector, applies dedupe, and commits the row.
-// It returns the new item: StateReceived, or StateDuplicate (with its duplicate event
-// in the outbox). Only after a nil error may the caller release the source.
-// ErrFull: no room now, nothing stored, try later. ErrTooLarge: over in.MaxSize.
-func (s *Spool) Receive(ctx context.Context, in Intake, r io.Reader) (*Item, error) { panic("TODO") }
-
-// ReceiveFile is Receive for a file on disk. With move=true and path on the spool's
-// filesystem, the file is hard-linked into the spool instead of copied (the digest is
-// still computed from what is stored); the caller then deletes or moves its own name.
-func (s *Spool) ReceiveFile(ctx context.Context, in Intake, path string, move bool) (*Item, error) {
-	panic("TODO")
+func (s *Spool) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.r != nil {
+			errs = append(errs, s.r.Close())
+		}
+		if s.w != nil {
+			errs = append(errs, s.w.Close())
+		}
+		if s.lock != nil {
+			errs = append(errs, s.lock.unlock())
+		}
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("spool %s: close: %w", s.dir, err)
+		}
+	})
+	return s.closeErr
 }
 
-// Reject records a file that was never spooled (too large, unreadable, policy) and
-// writes its rejected event to the outbox. reason must not carry patient data.
-func (s *Spool) Reject(ctx context.Context, in Intake, size int64, reason string) (*Item, error) {
-	panic("TODO")
+// Dir is the spool's directory (absolute).
+func (s *Spool) Dir() string { return s.dir }
+
+// Ready is signalled (non-blocking, coalescing) whenever an item may have become leasable:
+// after an intake, a retry, a release or a transition to waiting. It is per process: an
+// item retried by a CLI command is only seen by the agent's next poll.
+func (s *Spool) Ready() <-chan struct{} { return s.ready }
+
+func (s *Spool) signal() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
 }
-
-// HasFingerprint reports whether an item of source was taken with this fingerprint.
-func (s *Spool) HasFingerprint(ctx context.Context, source, fingerprint string) (bool, error) {
-	panic("TODO")
-}
-
-// Lease hands the next item to upload to owner for ttl: received, waiting whose
-// next attempt is due, or uploading whose lease expired; highest priority first,
-// then oldest. ErrEmpty if none.
-func (s *Spool) Lease(ctx context.Context, owner string, ttl time.Duration) (*Item, error) {
-	panic("TODO")
-}
-
-// Renew extends owner's lease on id. ErrLeaseLost if owner no longer holds it.
-func (s *Spool) Renew(ctx context.Context, id, owner string, ttl time.Duration) error {
-	panic("TODO")
-}
-
-// Release gives the lease back without changing the state (shutdown).
-func (s *Spool) Release(ctx context.Context, id, owner string) error { panic("TODO") }
-
-// Ready is signalled (non-blocking, coalescing) whenever an item may have become leasable.
-func (s *Spool) Ready() <-chan struct{} { panic("TODO") }
-
-// NextDue is the earliest next_attempt of a waiting item (zero if none): when to look again.
-func (s *Spool) NextDue(ctx context.Context) (time.Time, error) { panic("TODO") }
 
 // ContentPath is where the item's bytes are stored.
-func (s *Spool) ContentPath(id string) string { panic("TODO") }
+func (s *Spool) ContentPath(id string) string {
+	shard := id
+	if len(id) >= 2 {
+		shard = id[len(id)-2:]
+	}
+	return filepath.Join(s.contentDir(), shard, id)
+}
 
 // OpenContent opens the item's stored bytes for reading.
-func (s *Spool) OpenContent(id string) (*os.File, error) { panic("TODO") }
-
-// SetUploadURL records the tus upload URL (state uploading). Called before the first PATCH.
-// url "" clears it (the server lost the upload: create again).
-func (s *Spool) SetUploadURL(ctx context.Context, id, owner, url string) error { panic("TODO") }
-
-// MarkVerified records the server's confirmation of the whole-file digest and, in the
-// same transaction, the verified event in the outbox. Ends the lease.
-func (s *Spool) MarkVerified(ctx context.Context, id, owner, location string) error {
-	panic("TODO")
+func (s *Spool) OpenContent(id string) (*os.File, error) {
+	f, err := os.Open(s.ContentPath(id))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("spool %s: content of item %s: %w", s.dir, id, ErrNotFound)
+		}
+		return nil, fmt.Errorf("spool %s: content of item %s: %w", s.dir, id, err)
+	}
+	return f, nil
 }
 
-// MarkWaiting ends the lease with a transient failure: retry at next. counted=true
-// increments Attempts (the server answered about this file: 5xx, 460).
-func (s *Spool) MarkWaiting(ctx context.Context, id, owner string, next time.Time, reason string, counted bool) error {
-	panic("TODO")
+func (s *Spool) contentDir() string { return filepath.Join(s.dir, "content") }
+func (s *Spool) tmpDir() string     { return filepath.Join(s.dir, "tmp") }
+
+func (s *Spool) nowUTC() time.Time { return s.now().UTC() }
+
+// write runs fn in one IMMEDIATE transaction on the single writer connection.
+func (s *Spool) write(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: begin: %w", what, err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: commit: %w", what, err)
+	}
+	return nil
 }
 
-// Quarantine ends the lease with a permanent failure and writes the quarantined event.
-func (s *Spool) Quarantine(ctx context.Context, id, owner, reason string) error { panic("TODO") }
-
-// Retry puts a quarantined (or waiting) item back to received with attempts reset.
-func (s *Spool) Retry(ctx context.Context, id string) error { panic("TODO") }
-
-// RetryState retries every item in state; returns how many.
-func (s *Spool) RetryState(ctx context.Context, state State) (int, error) { panic("TODO") }
-
-// Pending returns up to limit unpublished outbox events for sink, oldest first.
-func (s *Spool) Pending(ctx context.Context, sink string, limit int) ([]OutboxEvent, error) {
-	panic("TODO")
+// removeContent deletes the item's bytes and makes the removal durable.
+func (s *Spool) removeContent(id string) error {
+	p := s.ContentPath(id)
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(p))
 }
 
-// MarkPublished marks one outbox row published. When all rows of an item's verified
-// event are published the item becomes published, its bytes are removed, then done.
-func (s *Spool) MarkPublished(ctx context.Context, seq int64) error { panic("TODO") }
+// recover brings the spool back to a consistent state after whatever stopped the last
+// process: a clean shutdown, a crash, a power cut. Only the lock holder runs it.
+func (s *Spool) recover(ctx context.Context) error {
+	// Half-written files: their rows were never committed, their sources still exist.
+	ents, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return fmt.Errorf("read tmp: %w", err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(s.tmpDir(), e.Name())); err != nil {
+			return fmt.Errorf("remove temp file: %w", err)
+		}
+	}
+	if len(ents) > 0 {
+		s.log.Info("spool: removed temp files left by a crash", "count", len(ents))
+	}
 
-// Events returns the outbox events (one per item and type, any sink) created in
-// [since, until), for `courier events replay`.
-func (s *Spool) Events(ctx context.Context, since, until time.Time) ([]OutboxEvent, error) {
-	panic("TODO")
+	var leases, dropped int64
+	err = s.write(ctx, "recover", func(tx *sql.Tx) error {
+		// Leases of a dead process: the items stay uploading with their upload URL and
+		// become leasable at once, so the uploader resumes with a HEAD.
+		res, err := tx.ExecContext(ctx, `UPDATE items SET lease_owner = '', lease_until = 0
+			WHERE lease_owner != '' OR lease_until != 0`)
+		if err != nil {
+			return err
+		}
+		leases, _ = res.RowsAffected()
+		q, args := `DELETE FROM outbox WHERE published_at = 0 AND sink NOT IN (`, []any{}
+		for i, sink := range s.sinks {
+			if i > 0 {
+				q += ", "
+			}
+			q += "?"
+			args = append(args, sink)
+		}
+		if res, err = tx.ExecContext(ctx, q+")", args...); err != nil {
+			return err
+		}
+		dropped, _ = res.RowsAffected()
+		// Verified items whose events all went out (or whose last sinks were dropped).
+		_, err = tx.ExecContext(ctx, `UPDATE items SET state = 'published', updated_at = ?
+			WHERE state = 'verified' AND NOT EXISTS (SELECT 1 FROM outbox o
+				WHERE o.item_id = items.id AND o.type = ? AND o.published_at = 0)`,
+			nanos(s.nowUTC()), EventVerified)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if leases > 0 {
+		s.log.Info("spool: cleared leases of the previous process", "count", leases)
+	}
+	if dropped > 0 {
+		s.log.Warn("spool: dropped unpublished events of sinks no longer configured", "count", dropped)
+	}
+
+	// Items whose events are out but whose bytes may still be here.
+	rows, err := s.w.QueryContext(ctx, `SELECT id FROM items WHERE state = 'published'`)
+	if err != nil {
+		return err
+	}
+	var published []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		published = append(published, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range published {
+		if err := s.finish(ctx, id); err != nil {
+			return err
+		}
+	}
+
+	// Content without a row (crash between rename and commit) or whose row no longer
+	// holds bytes (crash between commit and removal).
+	stored := map[string]bool{}
+	rows, err = s.w.QueryContext(ctx, `SELECT id FROM items WHERE stored = 1`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		stored[id] = false
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var orphans int
+	shards, err := os.ReadDir(s.contentDir())
+	if err != nil {
+		return fmt.Errorf("read content: %w", err)
+	}
+	for _, sh := range shards {
+		if !sh.IsDir() {
+			continue
+		}
+		shardDir := filepath.Join(s.contentDir(), sh.Name())
+		files, err := os.ReadDir(shardDir)
+		if err != nil {
+			return fmt.Errorf("read content: %w", err)
+		}
+		removed := false
+		for _, f := range files {
+			if _, ok := stored[f.Name()]; ok {
+				stored[f.Name()] = true
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(shardDir, f.Name())); err != nil {
+				return fmt.Errorf("remove orphan content: %w", err)
+			}
+			orphans++
+			removed = true
+		}
+		if removed {
+			if err := syncDir(shardDir); err != nil {
+				return err
+			}
+		}
+	}
+	if orphans > 0 {
+		s.log.Info("spool: removed content without a committed item", "count", orphans)
+	}
+	for id, found := range stored {
+		if !found {
+			// Should never happen (the bytes are durable before the row); the uploader
+			// will fail to open it and quarantine the item for a person to look at.
+			s.log.Error("spool: item has no content file", "id", id)
+		}
+	}
+	return nil
 }
-
-// Get returns one item. ErrNotFound if unknown.
-func (s *Spool) Get(ctx context.Context, id string) (*Item, error) { panic("TODO") }
-
-// List returns items, newest first.
-func (s *Spool) List(ctx context.Context, f ListFilter) ([]*Item, error) { panic("TODO") }
-
-// Counts returns items per state, the oldest waiting item and the spooled bytes.
-func (s *Spool) Counts(ctx context.Context) (Counts, error) { panic("TODO") }
-
-// Sweep deletes finished rows (done, rejected, duplicate) older than keep_done.
-func (s *Spool) Sweep(ctx context.Context) (int, error) { panic("TODO") }

@@ -74,6 +74,8 @@ var (
 	ErrNotFound  = errors.New("no such item")
 	ErrLeaseLost = errors.New("lease lost")
 	ErrLocked    = errors.New("spool in use by another process")
+	// ErrNotRetryable: Retry of an item that is neither quarantined nor waiting.
+	ErrNotRetryable = errors.New("item is not quarantined or waiting")
 )
 
 // Item is one file in the spool. Fields marked (private) may carry patient data
@@ -99,6 +101,8 @@ type Item struct {
 	VerifiedAt  time.Time
 	UpdatedAt   time.Time
 	LastError   string            // no patient data: ids, codes, sizes only
+	LeaseOwner  string            // who is uploading it now, "" if nobody
+	LeaseUntil  time.Time         // when that lease runs out unless renewed
 	Meta        map[string]string // e.g. MQTT topic levels; never raw patient data
 
 	// From the Envelope (HL7 and similar).
@@ -149,16 +153,17 @@ type Inspector func(path string) *Envelope
 
 // OutboxEvent is one event waiting for one sink.
 type OutboxEvent struct {
-	Seq    int64
-	ItemID string
-	Type   string
-	Sink   string
-	Item   *Item // the item as it is now, to build the event from
+	Seq       int64
+	ItemID    string
+	Type      string
+	Sink      string    // "" in Events (any sink)
+	CreatedAt time.Time // when the state change it reports was committed
+	Item      *Item     // the item as it is now, to build the event from
 }
 
 // Counts is the number of items per state plus the oldest waiting item.
 type Counts struct {
 	ByState       map[State]int
-	OldestWaiting time.Time // zero if none
+	OldestWaiting time.Time // received_at of the oldest item not yet uploaded (received, uploading, waiting); zero if none
 	Bytes         int64     // spooled content bytes
 }
