@@ -1,0 +1,500 @@
+// Package config loads and validates Courier's YAML configuration (CONTRACT.md,
+// "Configuration"). It owns the defaults and the error messages that name the
+// file, the key and the problem; it knows nothing about the components it configures.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Agent        Agent        `yaml:"agent" json:"agent"`
+	Upload       Upload       `yaml:"upload" json:"upload"`
+	Spool        Spool        `yaml:"spool" json:"spool"`
+	Sources      []Source     `yaml:"sources" json:"sources"`
+	Events       Events       `yaml:"events" json:"events"`
+	MQTT         MQTT         `yaml:"mqtt" json:"mqtt"`
+	RemoteConfig RemoteConfig `yaml:"remote_config" json:"remote_config"`
+	Privacy      Privacy      `yaml:"privacy" json:"privacy"`
+	HTTP         HTTP         `yaml:"http" json:"http"`
+	Log          Log          `yaml:"log" json:"log"`
+
+	// File is where the config was read from ("" when built in code).
+	File string `yaml:"-" json:"-"`
+}
+
+type Agent struct {
+	ID      string `yaml:"id" json:"id"`
+	DataDir string `yaml:"data_dir" json:"data_dir"`
+}
+
+type TLS struct {
+	CAFile     string `yaml:"ca_file" json:"ca_file"`
+	ClientCert string `yaml:"client_cert" json:"client_cert"`
+	ClientKey  string `yaml:"client_key" json:"client_key"`
+}
+
+type Retry struct {
+	Initial     Duration `yaml:"initial" json:"initial"`
+	Max         Duration `yaml:"max" json:"max"`
+	MaxAttempts int      `yaml:"max_attempts" json:"max_attempts"`
+}
+
+type Upload struct {
+	Endpoint            string `yaml:"endpoint" json:"endpoint"`
+	ChunkSize           Size   `yaml:"chunk_size" json:"chunk_size"`
+	Concurrency         int    `yaml:"concurrency" json:"concurrency"`
+	BandwidthLimit      Size   `yaml:"bandwidth_limit" json:"bandwidth_limit"`
+	RequireVerification *bool  `yaml:"require_verification" json:"require_verification"`
+	Retry               Retry  `yaml:"retry" json:"retry"`
+	TLS                 TLS    `yaml:"tls" json:"tls"`
+	BearerTokenFile     string `yaml:"bearer_token_file" json:"bearer_token_file"`
+}
+
+type Spool struct {
+	MaxBytes    Size     `yaml:"max_bytes" json:"max_bytes"`
+	MinFreeDisk Size     `yaml:"min_free_disk" json:"min_free_disk"`
+	KeepDone    Duration `yaml:"keep_done" json:"keep_done"`
+}
+
+type Source struct {
+	Name     string   `yaml:"name" json:"name"`
+	Kind     string   `yaml:"kind" json:"kind"`
+	Path     string   `yaml:"path" json:"path,omitempty"`
+	Include  []string `yaml:"include" json:"include,omitempty"`
+	Exclude  []string `yaml:"exclude" json:"exclude,omitempty"`
+	Settle   Duration `yaml:"settle" json:"settle,omitempty"`
+	Rescan   Duration `yaml:"rescan" json:"rescan,omitempty"`
+	After    string   `yaml:"after" json:"after,omitempty"`
+	MaxSize  Size     `yaml:"max_size" json:"max_size,omitempty"`
+	Priority string   `yaml:"priority" json:"priority,omitempty"`
+	HL7      string   `yaml:"hl7" json:"hl7,omitempty"`
+	// kind: mqtt
+	Topics     []string `yaml:"topics" json:"topics,omitempty"`
+	QoS        *int     `yaml:"qos" json:"qos,omitempty"`
+	MaxPayload Size     `yaml:"max_payload" json:"max_payload,omitempty"`
+}
+
+type Events struct {
+	MQTT bool   `yaml:"mqtt" json:"mqtt"`
+	File string `yaml:"file" json:"file"`
+}
+
+type MQTT struct {
+	Broker       string `yaml:"broker" json:"broker"`
+	Username     string `yaml:"username" json:"username"`
+	PasswordFile string `yaml:"password_file" json:"password_file"`
+	TLS          TLS    `yaml:"tls" json:"tls"`
+}
+
+type RemoteConfig struct {
+	Enabled     bool     `yaml:"enabled" json:"enabled"`
+	TrustedKeys []string `yaml:"trusted_keys" json:"trusted_keys"`
+	Groups      []string `yaml:"groups" json:"groups"`
+}
+
+type Privacy struct {
+	SendFilenames bool   `yaml:"send_filenames" json:"send_filenames"`
+	IDSaltFile    string `yaml:"id_salt_file" json:"id_salt_file"`
+}
+
+type HTTP struct {
+	Listen string `yaml:"listen" json:"listen"`
+}
+
+type Log struct {
+	Level  string `yaml:"level" json:"level"`
+	Format string `yaml:"format" json:"format"`
+}
+
+// Error is a configuration problem: which file, which key, what is wrong.
+type Error struct {
+	File    string
+	Key     string
+	Problem string
+}
+
+func (e *Error) Error() string {
+	where := e.File
+	if where == "" {
+		where = "config"
+	}
+	if e.Key == "" {
+		return where + ": " + e.Problem
+	}
+	return where + ": " + e.Key + ": " + e.Problem
+}
+
+// Errors is every problem found, in key order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+// DefaultPath is the platform's default config file.
+func DefaultPath() string {
+	if runtime.GOOS == "windows" {
+		return filepath.Join(programData(), "Courier", "courier.yaml")
+	}
+	return "/etc/courier/courier.yaml"
+}
+
+// DefaultDataDir is the platform's default spool directory.
+func DefaultDataDir() string {
+	if runtime.GOOS == "windows" {
+		return filepath.Join(programData(), "Courier", "data")
+	}
+	return "/var/lib/courier"
+}
+
+func programData() string {
+	if d := os.Getenv("ProgramData"); d != "" {
+		return d
+	}
+	return `C:\ProgramData`
+}
+
+// Load reads, expands ${ENV}, decodes (unknown keys are errors), applies defaults
+// and validates the file at path. Every error is an *Error or Errors naming path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Problem: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}
+	}
+	return Parse(path, b)
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// Parse is Load for bytes already read; name is used in errors.
+func Parse(name string, b []byte) (*Config, error) {
+	var missing []string
+	b = envRef.ReplaceAllFunc(b, func(m []byte) []byte {
+		k := string(m[2 : len(m)-1])
+		v, ok := os.LookupEnv(k)
+		if !ok {
+			missing = append(missing, k)
+		}
+		return []byte(v)
+	})
+	if len(missing) > 0 {
+		return nil, &Error{File: name, Problem: "environment variable(s) not set: " + strings.Join(missing, ", ")}
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{File: name, Problem: yamlProblem(err)}
+	}
+	c.File = name
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func yamlProblem(err error) string {
+	s := err.Error()
+	if s == "EOF" {
+		return "empty file"
+	}
+	return strings.TrimPrefix(s, "yaml: ")
+}
+
+// ApplyDefaults fills every unset key with the contract's default.
+func (c *Config) ApplyDefaults() {
+	if c.Agent.ID == "" {
+		h, _ := os.Hostname()
+		c.Agent.ID = h
+	}
+	if c.Agent.DataDir == "" {
+		c.Agent.DataDir = DefaultDataDir()
+	}
+	u := &c.Upload
+	if u.ChunkSize == 0 {
+		u.ChunkSize = 8 * MiB
+	}
+	if u.Concurrency == 0 {
+		u.Concurrency = 4
+	}
+	if u.RequireVerification == nil {
+		t := true
+		u.RequireVerification = &t
+	}
+	if u.Retry.Initial == 0 {
+		u.Retry.Initial = Duration(time.Second)
+	}
+	if u.Retry.Max == 0 {
+		u.Retry.Max = Duration(5 * time.Minute)
+	}
+	if u.Retry.MaxAttempts == 0 {
+		u.Retry.MaxAttempts = 30
+	}
+	if c.Spool.MaxBytes == 0 {
+		c.Spool.MaxBytes = 10 * GiB
+	}
+	if c.Spool.MinFreeDisk == 0 {
+		c.Spool.MinFreeDisk = 1 * GiB
+	}
+	if c.Spool.KeepDone == 0 {
+		c.Spool.KeepDone = Duration(168 * time.Hour)
+	}
+	for i := range c.Sources {
+		s := &c.Sources[i]
+		if s.Priority == "" {
+			s.Priority = "normal"
+		}
+		switch s.Kind {
+		case "folder":
+			if len(s.Include) == 0 {
+				s.Include = []string{"*"}
+			}
+			if s.Exclude == nil {
+				s.Exclude = []string{"*.tmp", "*.part", "~*", ".*"}
+			}
+			if s.Settle == 0 {
+				s.Settle = Duration(2 * time.Second)
+			}
+			if s.Rescan == 0 {
+				s.Rescan = Duration(30 * time.Second)
+			}
+			if s.After == "" {
+				s.After = "delete"
+			}
+			if s.MaxSize == 0 {
+				s.MaxSize = 2 * GiB
+			}
+			if s.HL7 == "" {
+				s.HL7 = "auto"
+			}
+		case "mqtt":
+			if s.QoS == nil {
+				q := 1
+				s.QoS = &q
+			}
+			if s.MaxPayload == 0 {
+				s.MaxPayload = 64 * MiB
+			}
+			if s.HL7 == "" {
+				s.HL7 = "auto"
+			}
+		}
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:9464"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+}
+
+// Validate checks every key and returns all problems at once (Errors).
+func (c *Config) Validate() error {
+	var es Errors
+	bad := func(key, format string, args ...any) {
+		es = append(es, &Error{File: c.File, Key: key, Problem: fmt.Sprintf(format, args...)})
+	}
+	if c.Agent.ID == "" {
+		bad("agent.id", "must be set (no hostname available)")
+	} else if strings.ContainsAny(c.Agent.ID, "/+#\x00 ") {
+		bad("agent.id", "must not contain '/', '+', '#' or spaces (it is an MQTT topic level), got %q", c.Agent.ID)
+	}
+	if c.Agent.DataDir == "" {
+		bad("agent.data_dir", "must be set")
+	}
+	if c.Upload.Endpoint == "" {
+		bad("upload.endpoint", "must be set to the courier-ingest URL, e.g. https://ingest.example.org/files/")
+	} else if u, err := url.Parse(c.Upload.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("upload.endpoint", "must be an http:// or https:// URL, got %q", c.Upload.Endpoint)
+	}
+	if c.Upload.ChunkSize < 64*KiB {
+		bad("upload.chunk_size", "must be at least 64KiB, got %s", c.Upload.ChunkSize)
+	}
+	if c.Upload.Concurrency < 1 || c.Upload.Concurrency > 64 {
+		bad("upload.concurrency", "must be between 1 and 64, got %d", c.Upload.Concurrency)
+	}
+	if c.Upload.BandwidthLimit < 0 {
+		bad("upload.bandwidth_limit", "must be >= 0, got %d", c.Upload.BandwidthLimit)
+	}
+	if c.Upload.Retry.Initial <= 0 {
+		bad("upload.retry.initial", "must be > 0, got %s", c.Upload.Retry.Initial)
+	}
+	if c.Upload.Retry.Max < c.Upload.Retry.Initial {
+		bad("upload.retry.max", "must be >= upload.retry.initial (%s), got %s", c.Upload.Retry.Initial, c.Upload.Retry.Max)
+	}
+	if c.Upload.Retry.MaxAttempts < 1 {
+		bad("upload.retry.max_attempts", "must be >= 1, got %d", c.Upload.Retry.MaxAttempts)
+	}
+	checkTLS(bad, "upload.tls", c.Upload.TLS)
+	checkFile(bad, "upload.bearer_token_file", c.Upload.BearerTokenFile)
+	if c.Spool.MaxBytes < 0 {
+		bad("spool.max_bytes", "must be >= 0, got %d", c.Spool.MaxBytes)
+	}
+	if c.Spool.MinFreeDisk < 0 {
+		bad("spool.min_free_disk", "must be >= 0, got %d", c.Spool.MinFreeDisk)
+	}
+	if c.Spool.KeepDone <= 0 {
+		bad("spool.keep_done", "must be > 0, got %s", c.Spool.KeepDone)
+	}
+	names := map[string]int{}
+	needMQTT := c.Events.MQTT
+	for i, s := range c.Sources {
+		key := fmt.Sprintf("sources[%d]", i)
+		if s.Name == "" {
+			bad(key+".name", "must be set")
+		} else if j, dup := names[s.Name]; dup {
+			bad(key+".name", "%q is already the name of sources[%d]", s.Name, j)
+		} else {
+			names[s.Name] = i
+		}
+		switch s.Priority {
+		case "high", "normal", "low":
+		default:
+			bad(key+".priority", "must be one of high, normal, low, got %q", s.Priority)
+		}
+		switch s.HL7 {
+		case "auto", "off":
+		default:
+			bad(key+".hl7", "must be auto or off, got %q", s.HL7)
+		}
+		switch s.Kind {
+		case "folder":
+			if s.Path == "" {
+				bad(key+".path", "must be set for kind folder")
+			}
+			for j, p := range append(append([]string{}, s.Include...), s.Exclude...) {
+				if _, err := filepath.Match(p, "x"); err != nil {
+					bad(fmt.Sprintf("%s.include/exclude[%d]", key, j), "bad pattern %q: %v", p, err)
+				}
+			}
+			if s.Settle <= 0 {
+				bad(key+".settle", "must be > 0, got %q", s.Settle.String())
+			}
+			if s.Rescan <= 0 {
+				bad(key+".rescan", "must be > 0, got %q", s.Rescan.String())
+			}
+			switch {
+			case s.After == "delete", s.After == "keep":
+			case strings.HasPrefix(s.After, "move:") && len(s.After) > len("move:"):
+			default:
+				bad(key+".after", `must be delete, keep or move:DIR, got %q`, s.After)
+			}
+			if s.MaxSize < 0 {
+				bad(key+".max_size", "must be >= 0, got %d", s.MaxSize)
+			}
+		case "mqtt":
+			needMQTT = true
+			if len(s.Topics) == 0 {
+				bad(key+".topics", "must list at least one topic filter")
+			}
+			for j, t := range s.Topics {
+				if err := checkTopicFilter(t); err != nil {
+					bad(fmt.Sprintf("%s.topics[%d]", key, j), "%v", err)
+				}
+			}
+			if *s.QoS != 1 {
+				bad(key+".qos", "must be 1 (at-least-once; nothing is acknowledged before it is spooled), got %d", *s.QoS)
+			}
+			if s.MaxPayload <= 0 {
+				bad(key+".max_payload", "must be > 0, got %d", s.MaxPayload)
+			}
+		case "":
+			bad(key+".kind", "must be set to folder or mqtt")
+		default:
+			bad(key+".kind", "must be folder or mqtt, got %q", s.Kind)
+		}
+	}
+	if needMQTT || c.RemoteConfig.Enabled {
+		if c.MQTT.Broker == "" {
+			bad("mqtt.broker", "must be set when events.mqtt, an mqtt source or remote_config is on")
+		}
+	}
+	if c.MQTT.Broker != "" {
+		u, err := url.Parse(c.MQTT.Broker)
+		if err != nil || u.Host == "" {
+			bad("mqtt.broker", "must be a URL like tcp://host:1883 or ssl://host:8883, got %q", c.MQTT.Broker)
+		} else {
+			switch u.Scheme {
+			case "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss":
+			default:
+				bad("mqtt.broker", "scheme must be tcp or ssl, got %q", u.Scheme)
+			}
+		}
+	}
+	checkFile(bad, "mqtt.password_file", c.MQTT.PasswordFile)
+	checkTLS(bad, "mqtt.tls", c.MQTT.TLS)
+	if c.RemoteConfig.Enabled && len(c.RemoteConfig.TrustedKeys) == 0 {
+		bad("remote_config.trusted_keys", "must list at least one key when remote_config.enabled is true")
+	}
+	checkFile(bad, "privacy.id_salt_file", c.Privacy.IDSaltFile)
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		bad("log.format", "must be json or text, got %q", c.Log.Format)
+	}
+	if len(es) > 0 {
+		return es
+	}
+	return nil
+}
+
+func checkTLS(bad func(string, string, ...any), key string, t TLS) {
+	checkFile(bad, key+".ca_file", t.CAFile)
+	checkFile(bad, key+".client_cert", t.ClientCert)
+	checkFile(bad, key+".client_key", t.ClientKey)
+	if (t.ClientCert == "") != (t.ClientKey == "") {
+		bad(key, "client_cert and client_key must be set together")
+	}
+}
+
+func checkFile(bad func(string, string, ...any), key, path string) {
+	if path == "" {
+		return
+	}
+	if _, err := os.Stat(path); err != nil {
+		bad(key, "cannot read %q: %v", path, errors.Unwrap(err))
+	}
+}
+
+func checkTopicFilter(t string) error {
+	if t == "" {
+		return errors.New("empty topic filter")
+	}
+	levels := strings.Split(t, "/")
+	for i, l := range levels {
+		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
+			return fmt.Errorf("%q: '#' must be a whole last level", t)
+		}
+		if strings.Contains(l, "+") && l != "+" {
+			return fmt.Errorf("%q: '+' must be a whole level", t)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgecourier/courier/agent/config"
+	"github.com/edgecourier/courier/spool"
+)
+
+func cmdSpool(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return usageErr(stderr, "spool: want ls, show or retry")
+	}
+	switch args[0] {
+	case "ls":
+		return spoolLs(args[1:], stdout, stderr)
+	case "show":
+		return spoolShow(args[1:], stdout, stderr)
+	case "retry":
+		return spoolRetry(args[1:], stdout, stderr)
+	}
+	return usageErr(stderr, "spool: unknown sub-command %q (want ls, show or retry)", args[0])
+}
+
+// openShared opens the config's spool beside a possibly running agent.
+func openShared(cfg *config.Config) (*spool.Spool, error) {
+	return spool.Open(context.Background(), spool.Options{Dir: cfg.Agent.DataDir, Shared: true})
+}
+
+func checkState(s string) error {
+	if s == "" {
+		return nil
+	}
+	for _, st := range spool.AllStates {
+		if string(st) == s {
+			return nil
+		}
+	}
+	return fmt.Errorf("--state: unknown state %q (want one of %v)", s, spool.AllStates)
+}
+
+func spoolLs(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("spool ls", stderr)
+	cfgPath := fs.String("config", "", "config file")
+	state := fs.String("state", "", "only items in this state")
+	limit := fs.Int("limit", 0, "at most this many (newest first)")
+	asJSON := fs.Bool("json", false, "print JSON for machines")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := checkState(*state); err != nil {
+		return usageErr(stderr, "spool ls: %v", err)
+	}
+	cfg, code := loadConfig(*cfgPath, stderr)
+	if cfg == nil {
+		return code
+	}
+	sp, err := openShared(cfg)
+	if err != nil {
+		return fail(stderr, "spool ls: %v", err)
+	}
+	defer sp.Close()
+	items, err := sp.List(context.Background(), spool.ListFilter{State: spool.State(*state), Limit: *limit})
+	if err != nil {
+		return fail(stderr, "spool ls: %v", err)
+	}
+	if *asJSON {
+		out := make([]itemView, len(items))
+		for i, it := range items {
+			out[i] = view(it, cfg.Privacy.SendFilenames)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tSOURCE\tSIZE\tRECEIVED\tSHA256")
+	for _, it := range items {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%.16s\n", it.ID, it.State, it.Source, it.Size, it.ReceivedAt.Local().Format(time.DateTime), it.SHA256)
+	}
+	tw.Flush()
+	return 0
+}
+
+// itemView is an item as the CLI shows it: no file name unless privacy allows.
+type itemView struct {
+	ID              string            `json:"id"`
+	State           spool.State       `json:"state"`
+	Source          string            `json:"source"`
+	SourceKind      string            `json:"source_kind"`
+	Filename        string            `json:"filename,omitempty"`
+	Size            int64             `json:"size"`
+	SHA256          string            `json:"sha256"`
+	ContentType     string            `json:"content_type"`
+	Priority        string            `json:"priority"`
+	Attempts        int               `json:"attempts"`
+	Tries           int               `json:"tries"`
+	NextAttempt     *time.Time        `json:"next_attempt,omitempty"`
+	UploadURL       string            `json:"upload_url,omitempty"`
+	Location        string            `json:"location,omitempty"`
+	ReceivedAt      time.Time         `json:"received_at"`
+	VerifiedAt      *time.Time        `json:"verified_at,omitempty"`
+	UpdatedAt       time.Time         `json:"updated_at"`
+	LastError       string            `json:"last_error,omitempty"`
+	Reason          string            `json:"reason,omitempty"`
+	DuplicateOf     string            `json:"duplicate_of,omitempty"`
+	Corrects        string            `json:"corrects,omitempty"`
+	ControlIDReused bool              `json:"control_id_reused,omitempty"`
+	Meta            map[string]string `json:"meta,omitempty"`
+	HL7             json.RawMessage   `json:"hl7,omitempty"`
+}
+
+func view(it *spool.Item, names bool) itemView {
+	v := itemView{
+		ID: it.ID, State: it.State, Source: it.Source, SourceKind: it.SourceKind, Size: it.Size,
+		SHA256: it.SHA256, ContentType: it.ContentType, Priority: it.Priority.String(),
+		Attempts: it.Attempts, Tries: it.Tries, UploadURL: it.UploadURL, Location: it.Location,
+		ReceivedAt: it.ReceivedAt, UpdatedAt: it.UpdatedAt, LastError: it.LastError, Reason: it.Reason,
+		DuplicateOf: it.DuplicateOf, Corrects: it.Corrects, ControlIDReused: it.ControlIDReused,
+		Meta: it.Meta, HL7: it.Envelope,
+	}
+	if names {
+		v.Filename = it.Filename
+	}
+	if !it.NextAttempt.IsZero() && it.State == spool.StateWaiting {
+		t := it.NextAttempt
+		v.NextAttempt = &t
+	}
+	if !it.VerifiedAt.IsZero() {
+		t := it.VerifiedAt
+		v.VerifiedAt = &t
+	}
+	return v
+}
+
+func spoolShow(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("spool show", stderr)
+	cfgPath := fs.String("config", "", "config file")
+	ids, err := parseInterspersed(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(ids) != 1 {
+		return usageErr(stderr, "spool show: want exactly one item ID")
+	}
+	cfg, code := loadConfig(*cfgPath, stderr)
+	if cfg == nil {
+		return code
+	}
+	sp, err := openShared(cfg)
+	if err != nil {
+		return fail(stderr, "spool show: %v", err)
+	}
+	defer sp.Close()
+	it, err := sp.Get(context.Background(), ids[0])
+	if errors.Is(err, spool.ErrNotFound) {
+		return fail(stderr, "spool show: no item %s in %s", ids[0], cfg.Agent.DataDir)
+	}
+	if err != nil {
+		return fail(stderr, "spool show: %v", err)
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	enc.Encode(view(it, cfg.Privacy.SendFilenames))
+	return 0
+}
+
+func spoolRetry(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("spool retry", stderr)
+	cfgPath := fs.String("config", "", "config file")
+	state := fs.String("state", "", "retry every item in this state (quarantined or waiting)")
+	ids, err := parseInterspersed(fs, args)
+	if err != nil {
+		return 2
+	}
+	if (len(ids) == 0) == (*state == "") {
+		return usageErr(stderr, "spool retry: give item IDs or --state quarantined, not both")
+	}
+	if *state != "" && *state != string(spool.StateQuarantined) && *state != string(spool.StateWaiting) {
+		return usageErr(stderr, "spool retry: --state must be quarantined or waiting, got %q", *state)
+	}
+	cfg, code := loadConfig(*cfgPath, stderr)
+	if cfg == nil {
+		return code
+	}
+	sp, err := openShared(cfg)
+	if err != nil {
+		return fail(stderr, "spool retry: %v", err)
+	}
+	defer sp.Close()
+	ctx := context.Background()
+	if *state != "" {
+		n, err := sp.RetryState(ctx, spool.State(*state))
+		if err != nil {
+			return fail(stderr, "spool retry: %v", err)
+		}
+		fmt.Fprintf(stdout, "%d item(s) queued again\n", n)
+		return 0
+	}
+	failed := 0
+	for _, id := range ids {
+		if err := sp.Retry(ctx, id); err != nil {
+			fmt.Fprintf(stderr, "courier: spool retry %s: %v\n", id, err)
+			failed++
+			continue
+		}
+		fmt.Fprintf(stdout, "%s queued again\n", id)
+	}
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
