@@ -1,0 +1,429 @@
+package hl7
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+)
+
+// ErrNotHL7 is returned (wrapped) by Parse for input that is not an HL7 v2 message.
+var ErrNotHL7 = errors.New("not an HL7 v2 message")
+
+// maxShown caps the length of the identifiers a Message exposes. HL7 limits these
+// fields to a few hundred characters; a hostile message must not push megabytes
+// into events.
+const maxShown = 256
+
+// Delimiters are the separators a message declares in MSH-1 and MSH-2.
+// A zero byte means the message did not declare that character.
+type Delimiters struct {
+	Field        byte // MSH-1, usually '|'
+	Component    byte // usually '^'
+	Repetition   byte // usually '~'
+	Escape       byte // usually '\'
+	Subcomponent byte // usually '&'
+	Truncation   byte // 2.7+, usually '#'
+}
+
+// Message is the envelope of one HL7 v2 message: the few MSH, PID, OBR and OBX
+// fields Courier needs. Values are decoded (escape sequences resolved).
+//
+// PatientID is private: it must never be logged or put in an event; use
+// PatientHMAC.
+type Message struct {
+	MessageType     string // MSH-9 components 1 and 2, "ORU^R01"
+	ControlID       string // MSH-10
+	SendingApp      string // MSH-3 namespace id (or universal id when that is all there is)
+	SendingFacility string // MSH-4 namespace id (or universal id)
+	Version         string // MSH-12 first component
+	SendTime        string // MSH-7 first component, as sent (HL7 DTM)
+	FillerOrder     string // first OBR-3, first component
+	ResultStatus    string // OBR-25 of the first OBR, else the first non-empty OBX-11
+	PatientID       string // (private) PID-3 first repetition, id component
+	Batch           bool   // the file began with FHS/BHS; this is its first message
+	Delims          Delimiters
+
+	// Unclipped MSH-3 and MSH-4 (all components), MSH-10, OBR-3 (first
+	// repetition, all components), for the keys.
+	appKey, facilityKey, controlKey, orderKey string
+
+	data       []byte // input without BOM / MLLP framing
+	sentStart  int    // MSH-7 content is data[sentStart:sentEnd]
+	sentEnd    int
+	hasSentFld bool
+}
+
+// Parse reads the envelope of an HL7 v2 message (ER7, "pipe and hat" encoding).
+// It accepts a UTF-8 BOM, an MLLP start byte, CR, LF or CRLF segment ends and
+// FHS/BHS batch headers (the first MSH is read). Anything else before MSH, or a
+// header whose delimiters make no sense, is ErrNotHL7. Parse does linear work in
+// len(b) and never panics; the returned Message refers to b, which the caller must
+// not change while using it.
+func Parse(b []byte) (*Message, error) {
+	data := b
+	if bytes.HasPrefix(data, bom) {
+		data = data[len(bom):]
+	}
+	// A file captured from an MLLP link may keep its framing: VT message FS CR.
+	if len(data) > 0 && data[0] == mllpStart {
+		data = data[1:]
+		if i := bytes.IndexByte(data, mllpEnd); i >= 0 {
+			data = data[:i]
+		}
+	}
+	if len(data) < 4 {
+		return nil, fmt.Errorf("hl7: %d bytes: %w", len(b), ErrNotHL7)
+	}
+
+	m := &Message{data: data}
+	sc := segments{data: data}
+	first, firstAt := sc.next()
+	if first == nil || firstAt != 0 {
+		return nil, fmt.Errorf("hl7: does not start with MSH, FHS or BHS: %w", ErrNotHL7)
+	}
+	var msh []byte
+	mshAt := 0
+	switch string(first[:min(3, len(first))]) {
+	case "MSH":
+		msh, mshAt = first, 0
+	case "FHS", "BHS":
+		m.Batch = true
+		for {
+			seg, at := sc.next()
+			if seg == nil {
+				return nil, fmt.Errorf("hl7: batch without MSH: %w", ErrNotHL7)
+			}
+			if bytes.HasPrefix(seg, []byte("MSH")) {
+				msh, mshAt = seg, at
+				break
+			}
+		}
+	default:
+		return nil, fmt.Errorf("hl7: does not start with MSH, FHS or BHS: %w", ErrNotHL7)
+	}
+	if err := m.readMSH(msh, mshAt); err != nil {
+		return nil, err
+	}
+
+	// The rest of this message: up to the next MSH or the batch trailer.
+	var sawOBR, sawPID bool
+	var obrStatus, obxStatus string
+	d := m.Delims
+	defer func() {
+		// OBR-25 speaks for the whole order; OBX-11 only when OBR-25 is silent.
+		m.ResultStatus = obrStatus
+		if m.ResultStatus == "" {
+			m.ResultStatus = obxStatus
+		}
+		m.ResultStatus = clip(m.ResultStatus)
+	}()
+	for {
+		seg, _ := sc.next()
+		if seg == nil {
+			break
+		}
+		if len(seg) < 3 || (len(seg) > 3 && seg[3] != d.Field) {
+			continue
+		}
+		switch string(seg[:3]) {
+		case "MSH", "BTS", "FTS", "BHS", "FHS":
+			return m, nil
+		case "PID":
+			if sawPID {
+				continue
+			}
+			sawPID = true
+			var f [4][]byte
+			split(seg, d.Field, f[:])
+			m.PatientID = d.text(first1(first1(f[3], d.Repetition), d.Component))
+		case "OBR":
+			if sawOBR {
+				continue
+			}
+			sawOBR = true
+			var f [26][]byte
+			split(seg, d.Field, f[:])
+			raw := first1(f[3], d.Repetition)
+			m.FillerOrder = clip(d.text(first1(raw, d.Component)))
+			m.orderKey = d.text(raw)
+			obrStatus = d.text(first1(first1(f[25], d.Repetition), d.Component))
+		case "OBX":
+			if obxStatus != "" {
+				continue
+			}
+			var f [12][]byte
+			split(seg, d.Field, f[:])
+			obxStatus = d.text(first1(first1(f[11], d.Repetition), d.Component))
+		}
+	}
+	return m, nil
+}
+
+var bom = []byte{0xEF, 0xBB, 0xBF}
+
+const (
+	mllpStart = 0x0B
+	mllpEnd   = 0x1C
+)
+
+// readMSH reads the header segment seg, found at offset at of m.data.
+func (m *Message) readMSH(seg []byte, at int) error {
+	if len(seg) < 4 {
+		return fmt.Errorf("hl7: MSH without field separator: %w", ErrNotHL7)
+	}
+	d := &m.Delims
+	d.Field = seg[3]
+	if !isDelimiter(d.Field) {
+		return fmt.Errorf("hl7: MSH-1 %q is not a delimiter: %w", d.Field, ErrNotHL7)
+	}
+	// MSH-2 runs to the next field separator. 4 characters classically, a 5th
+	// (truncation) since 2.7; fewer are tolerated, more are not HL7.
+	enc := seg[4:]
+	if i := bytes.IndexByte(enc, d.Field); i >= 0 {
+		enc = enc[:i]
+	}
+	if len(enc) == 0 || len(enc) > 5 {
+		return fmt.Errorf("hl7: MSH-2 has %d encoding characters: %w", len(enc), ErrNotHL7)
+	}
+	var seen [256]bool
+	seen[d.Field] = true
+	for _, c := range enc {
+		if !isDelimiter(c) || seen[c] {
+			return fmt.Errorf("hl7: MSH-2 encoding character %q: %w", c, ErrNotHL7)
+		}
+		seen[c] = true
+	}
+	slots := []*byte{&d.Component, &d.Repetition, &d.Escape, &d.Subcomponent, &d.Truncation}
+	for i, c := range enc {
+		*slots[i] = c
+	}
+
+	// f[i] is MSH-(i+1): splitting "MSH|^~\&|A" on '|' gives "MSH", "^~\&", "A".
+	var f [12][]byte
+	split(seg, d.Field, f[:])
+	typ := first1(f[8], d.Repetition)
+	code := d.text(first1(typ, d.Component))
+	if code == "" {
+		return fmt.Errorf("hl7: MSH-9 message type is empty: %w", ErrNotHL7)
+	}
+	m.MessageType = code
+	if ev := d.text(nth(typ, d.Component, 1)); ev != "" {
+		m.MessageType = code + "^" + ev
+	}
+	m.MessageType = clip(m.MessageType)
+	m.controlKey = d.text(f[9])
+	m.ControlID = clip(m.controlKey)
+	m.appKey = d.text(f[2])
+	m.facilityKey = d.text(f[3])
+	m.SendingApp = clip(d.hd(f[2]))
+	m.SendingFacility = clip(d.hd(f[3]))
+	m.Version = clip(d.text(first1(first1(f[11], d.Repetition), d.Component)))
+	m.SendTime = clip(d.text(first1(f[6], d.Component)))
+	if f[6] != nil {
+		// f[6] is a sub-slice of seg, which is a sub-slice of m.data.
+		m.hasSentFld = true
+		m.sentStart = at + offset(seg, f[6])
+		m.sentEnd = m.sentStart + len(f[6])
+	}
+	return nil
+}
+
+// offset is where sub (a sub-slice of s) starts in s.
+func offset(s, sub []byte) int {
+	return cap(s) - cap(sub)
+}
+
+// isDelimiter accepts printable ASCII that is not a letter, digit or space:
+// HL7 delimiters in real use, and nothing that would make a garbage file look
+// like a header.
+func isDelimiter(c byte) bool {
+	switch {
+	case c <= ' ' || c >= 0x7F:
+		return false
+	case c >= '0' && c <= '9', c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z':
+		return false
+	}
+	return true
+}
+
+// segments walks the segments of data; CR, LF and CRLF all end one, and empty
+// segments are skipped.
+type segments struct {
+	data []byte
+	pos  int
+}
+
+// next returns the next non-empty segment and its offset, or nil at the end.
+func (s *segments) next() ([]byte, int) {
+	for s.pos < len(s.data) {
+		start := s.pos
+		end := start
+		for end < len(s.data) && s.data[end] != '\r' && s.data[end] != '\n' {
+			end++
+		}
+		s.pos = end + 1
+		if end > start {
+			return s.data[start:end:end], start
+		}
+	}
+	return nil, 0
+}
+
+// split fills out with the first len(out) fields of seg; missing fields stay nil.
+// It stops early, so a huge trailing field (OBX-5) costs nothing.
+func split(seg []byte, sep byte, out [][]byte) {
+	for i := range out {
+		j := bytes.IndexByte(seg, sep)
+		if j < 0 {
+			out[i] = seg
+			return
+		}
+		out[i] = seg[:j] // cap runs to the segment's end: offset relies on it
+		seg = seg[j+1:]
+	}
+}
+
+// first1 is the part of v before the first sep (all of v if sep is 0 or absent).
+func first1(v []byte, sep byte) []byte {
+	if sep == 0 {
+		return v
+	}
+	if i := bytes.IndexByte(v, sep); i >= 0 {
+		return v[:i]
+	}
+	return v
+}
+
+// nth is the n-th (0-based) part of v split on sep, nil if there is none.
+func nth(v []byte, sep byte, n int) []byte {
+	if sep == 0 {
+		if n == 0 {
+			return v
+		}
+		return nil
+	}
+	for ; n > 0; n-- {
+		i := bytes.IndexByte(v, sep)
+		if i < 0 {
+			return nil
+		}
+		v = v[i+1:]
+	}
+	return first1(v, sep)
+}
+
+// hd names an application or facility (HL7 data type HD): the namespace id, or
+// the universal id when the namespace is empty.
+func (d Delimiters) hd(v []byte) string {
+	v = first1(v, d.Repetition)
+	if s := d.text(first1(v, d.Component)); s != "" {
+		return s
+	}
+	return d.text(first1(nth(v, d.Component, 1), d.Subcomponent))
+}
+
+// text decodes one value: the HL7 null "" becomes empty, and the escape
+// sequences for delimiters (\F\ \S\ \T\ \R\ \E\ \P\) and hex data (\Xhh..\) are
+// resolved. Formatting and character-set escapes (\H\ \.br\ \C..\ …) are kept
+// as written. Linear in len(v).
+func (d Delimiters) text(v []byte) string {
+	if len(v) == 2 && v[0] == '"' && v[1] == '"' {
+		return ""
+	}
+	e := d.Escape
+	if e == 0 || bytes.IndexByte(v, e) < 0 {
+		return string(v)
+	}
+	out := make([]byte, 0, len(v))
+	for len(v) > 0 {
+		i := bytes.IndexByte(v, e)
+		if i < 0 {
+			out = append(out, v...)
+			break
+		}
+		out = append(out, v[:i]...)
+		v = v[i+1:]
+		j := bytes.IndexByte(v, e)
+		if j < 0 {
+			// Unterminated: keep it as written.
+			out = append(out, e)
+			out = append(out, v...)
+			break
+		}
+		seq := v[:j]
+		v = v[j+1:]
+		if r, ok := d.unescape(seq); ok {
+			out = append(out, r...)
+			continue
+		}
+		out = append(out, e)
+		out = append(out, seq...)
+		out = append(out, e)
+	}
+	return string(out)
+}
+
+// unescape resolves one escape sequence (without its escape characters).
+func (d Delimiters) unescape(seq []byte) ([]byte, bool) {
+	if len(seq) == 0 {
+		return nil, false
+	}
+	if len(seq) == 1 {
+		var c byte
+		switch seq[0] {
+		case 'F':
+			c = d.Field
+		case 'S':
+			c = d.Component
+		case 'T':
+			c = d.Subcomponent
+		case 'R':
+			c = d.Repetition
+		case 'E':
+			c = d.Escape
+		case 'P':
+			c = d.Truncation
+		}
+		if c != 0 {
+			return []byte{c}, true
+		}
+		return nil, false
+	}
+	if seq[0] == 'X' && len(seq)%2 == 1 {
+		out := make([]byte, 0, len(seq)/2)
+		for i := 1; i < len(seq); i += 2 {
+			hi, ok1 := unhex(seq[i])
+			lo, ok2 := unhex(seq[i+1])
+			if !ok1 || !ok2 {
+				return nil, false
+			}
+			out = append(out, hi<<4|lo)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// clip shortens s to at most maxShown bytes without splitting a UTF-8 sequence.
+func clip(s string) string {
+	if len(s) <= maxShown {
+		return s
+	}
+	i := maxShown
+	for i > 0 && s[i]&0xC0 == 0x80 {
+		i--
+	}
+	return s[:i]
+}
