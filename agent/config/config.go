@@ -184,25 +184,29 @@ func Load(path string) (*Config, error) {
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// Parse is Load for bytes already read; name is used in errors.
+// Parse is Load for bytes already read; name is used in errors. ${ENV}
+// references are expanded in values only (comments may mention them freely).
 func Parse(name string, b []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, &Error{File: name, Problem: yamlProblem(err)}
+	}
 	var missing []string
-	b = envRef.ReplaceAllFunc(b, func(m []byte) []byte {
-		k := string(m[2 : len(m)-1])
-		v, ok := os.LookupEnv(k)
-		if !ok {
-			missing = append(missing, k)
-		}
-		return []byte(v)
-	})
+	expandEnv(&root, &missing)
 	if len(missing) > 0 {
 		return nil, &Error{File: name, Problem: "environment variable(s) not set: " + strings.Join(missing, ", ")}
 	}
-	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	expanded, err := yaml.Marshal(&root)
+	if err != nil {
 		return nil, &Error{File: name, Problem: yamlProblem(err)}
+	}
+	var c Config
+	if len(root.Content) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(expanded))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return nil, &Error{File: name, Problem: yamlProblem(err)}
+		}
 	}
 	c.File = name
 	c.ApplyDefaults()
@@ -210,6 +214,25 @@ func Parse(name string, b []byte) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+func expandEnv(n *yaml.Node, missing *[]string) {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			k := m[2 : len(m)-1]
+			v, ok := os.LookupEnv(k)
+			if !ok {
+				*missing = append(*missing, k)
+			}
+			return v
+		})
+		if n.Style == 0 {
+			n.Tag = "" // re-resolve: ${N} may stand for a number
+		}
+	}
+	for _, c := range n.Content {
+		expandEnv(c, missing)
+	}
 }
 
 func yamlProblem(err error) string {
