@@ -61,6 +61,9 @@ type Feed struct {
 	recent   map[string]struct{}
 	order    []string // recent, oldest first, bounded
 	full     bool     // logging once per change
+
+	subOnce    sync.Once
+	subscribed chan struct{} // closed after the first successful SUBSCRIBE
 }
 
 type flight struct {
@@ -94,7 +97,7 @@ func NewFeed(c *Conn, sp Receiver, opts FeedOptions) (*Feed, error) {
 		opts.RetryMax = 30 * time.Second
 	}
 	f := &Feed{conn: c, sp: sp, opts: opts, inflight: map[string]*flight{}, recent: map[string]struct{}{},
-		log: c.log.With("source", opts.Name)}
+		subscribed: make(chan struct{}), log: c.log.With("source", opts.Name)}
 	for _, t := range opts.Topics {
 		c.client.AddRoute(t, f.handle)
 	}
@@ -135,12 +138,28 @@ func (f *Feed) subscribe(ctx context.Context) {
 		f.log.Warn("mqtt subscribe failed; will retry at next connect", "err", err)
 		return
 	}
+	refused := false
 	if st, ok := tok.(*paho.SubscribeToken); ok {
 		for t, q := range st.Result() {
 			if q == 0x80 {
+				refused = true
 				f.log.Error("mqtt broker refused the subscription: check the broker's ACL for this agent", "topic_filter", t)
 			}
 		}
+	}
+	if !refused {
+		f.subOnce.Do(func() { close(f.subscribed) })
+	}
+}
+
+// WaitSubscribed blocks until the broker granted the feed's subscriptions once
+// (from then on the persistent session queues its messages) or ctx ends.
+func (f *Feed) WaitSubscribed(ctx context.Context) error {
+	select {
+	case <-f.subscribed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("mqtt feed %s: wait for subscription: %w", f.opts.Name, ctx.Err())
 	}
 }
 
