@@ -1,0 +1,142 @@
+package uploader
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+)
+
+// faults sits in front of the real server on loopback and injects the failures a
+// clinic's link produces. It also counts the body bytes the client sent, to check
+// how much an interruption costs.
+type faults struct {
+	next http.Handler
+
+	mu        sync.Mutex
+	sent      int64          // PATCH and POST body bytes read from the client
+	requests  map[string]int // per method
+	metadata  []string       // Upload-Metadata of every POST
+	corrupt   int            // flip a byte in the next n PATCH bodies
+	fail      int            // answer the next n PATCHes with 500
+	drop      int            // close the connection halfway through the next n PATCH bodies
+	stall     int            // hold the next n PATCHes until the client gives up
+	notFound  int            // answer the next n HEADs with 404
+	answer    map[string]int // method -> status for every such request while set
+	noCheck   bool           // hide the checksum extension from OPTIONS
+	stalledCh chan struct{}  // gets a value when a PATCH is being held
+}
+
+func newFaults(next http.Handler) *faults {
+	return &faults{next: next, requests: map[string]int{}, answer: map[string]int{}, stalledCh: make(chan struct{}, 16)}
+}
+
+func (f *faults) set(fn func(f *faults)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func (f *faults) get() (sent int64, requests map[string]int, metadata []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	requests = map[string]int{}
+	for k, v := range f.requests {
+		requests[k] = v
+	}
+	return f.sent, requests, append([]string(nil), f.metadata...)
+}
+
+func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	take := func(n *int) bool {
+		if *n > 0 {
+			*n--
+			return true
+		}
+		return false
+	}
+	f.mu.Lock()
+	f.requests[r.Method]++
+	if r.Method == http.MethodPost {
+		f.metadata = append(f.metadata, r.Header.Get("Upload-Metadata"))
+	}
+	code := f.answer[r.Method]
+	var corrupt, fail, drop, stall, notFound bool
+	switch r.Method {
+	case http.MethodPatch:
+		corrupt, fail, drop, stall = take(&f.corrupt), take(&f.fail), take(&f.drop), take(&f.stall)
+	case http.MethodHead:
+		notFound = take(&f.notFound)
+	}
+	noCheck := f.noCheck
+	f.mu.Unlock()
+
+	if r.Method == http.MethodPatch || r.Method == http.MethodPost {
+		r.Body = &countingBody{ReadCloser: r.Body, f: f}
+	}
+	switch {
+	case code != 0:
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Tus-Resumable", "1.0.0")
+		http.Error(w, "injected failure", code)
+		return
+	case fail:
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, "injected failure", http.StatusInternalServerError)
+		return
+	case notFound:
+		http.Error(w, "injected: upload not found", http.StatusNotFound)
+		return
+	case stall:
+		io.Copy(io.Discard, r.Body)
+		f.stalledCh <- struct{}{}
+		<-r.Context().Done()
+		return
+	case drop:
+		io.CopyN(io.Discard, r.Body, r.ContentLength/2)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+		return
+	}
+	if corrupt {
+		r.Body = &flipBody{ReadCloser: r.Body, at: 100}
+	}
+	if noCheck && r.Method == http.MethodOptions {
+		w = &headerHook{ResponseWriter: w, before: func(h http.Header) {
+			h.Set("Tus-Extension", strings.ReplaceAll(h.Get("Tus-Extension"), ",checksum", ""))
+			h.Del("Tus-Checksum-Algorithm")
+		}}
+	}
+	f.next.ServeHTTP(w, r)
+}
+
+type countingBody struct {
+	io.ReadCloser
+	f *faults
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.f.mu.Lock()
+	c.f.sent += int64(n)
+	c.f.mu.Unlock()
+	return n, err
+}
+
+// flipBody inverts one byte of the body, as a bad cable or a broken proxy might.
+type flipBody struct {
+	io.ReadCloser
+	at  int64
+	pos int64
+}
+
+func (b *flipBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if b.at >= b.pos && b.at < b.pos+int64(n) {
+		p[b.at-b.pos] ^= 0xff
+	}
+	b.pos += int64(n)
+	return n, err
+}

@@ -1,0 +1,468 @@
+package uploader
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/edgecourier/courier/spool"
+)
+
+func TestMain(m *testing.M) {
+	// tusd's handler delays cancelling a request's context after the request ended
+	// (graceful completion); those goroutines are the server's and end on their own.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/tus/tusd/v2/pkg/handler.newDelayedContext.func1"))
+}
+
+const testChunk = 256 << 10
+
+// env is one real server (tusd + courier-ingest's checks) behind a fault injector on
+// loopback, and one real spool.
+type env struct {
+	t      *testing.T
+	srv    *tusServer
+	faults *faults
+	http   *httptest.Server
+	client *http.Client
+	spool  *spool.Spool
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, srv: newTusServer(t)}
+	e.faults = newFaults(e.srv.handler)
+	mux := http.NewServeMux()
+	mux.Handle("/files/", e.faults)
+	e.http = httptest.NewServer(mux)
+	e.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	sp, err := spool.Open(context.Background(), spool.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.spool = sp
+	t.Cleanup(func() {
+		e.client.CloseIdleConnections()
+		e.http.Close()
+		if err := sp.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return e
+}
+
+func (e *env) options() Options {
+	return Options{
+		Endpoint:            e.http.URL + "/files/",
+		ChunkSize:           testChunk,
+		Concurrency:         2,
+		RequireVerification: true,
+		Retry:               Retry{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond, MaxAttempts: 10},
+		AgentID:             "clinic-test",
+		Client:              e.client,
+		RequestTimeout:      30 * time.Second,
+	}
+}
+
+func (e *env) uploader(opts Options) *Uploader {
+	e.t.Helper()
+	u, err := New(e.spool, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+// run starts u.Run until the test ends (or stop is called) and checks it returns nil.
+func (e *env) run(u *Uploader) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					e.t.Errorf("Run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				e.t.Fatal("Run did not return after cancellation")
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
+}
+
+func payload(n int, seed uint64) []byte {
+	b := make([]byte, n)
+	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 7})
+	r.Read(b)
+	return b
+}
+
+func (e *env) add(data []byte, filename string) *spool.Item {
+	e.t.Helper()
+	it, err := e.spool.Receive(context.Background(), spool.Intake{
+		Source: "lab-inbox", SourceKind: "folder", SourceRef: filename, Filename: filename,
+	}, bytes.NewReader(data))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return it
+}
+
+// wait polls the spool until item id reaches one of states.
+func (e *env) wait(id string, states ...spool.State) *spool.Item {
+	e.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		it, err := e.spool.Get(context.Background(), id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, s := range states {
+			if it.State == s {
+				return it
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("item %s: state %s (attempts %d, last error %q), want %v", id, it.State, it.Attempts, it.LastError, states)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// poll waits until cond holds.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkStored asserts the server holds exactly data for the verified item.
+func (e *env) checkStored(it *spool.Item, data []byte) {
+	e.t.Helper()
+	if it.State != spool.StateVerified {
+		e.t.Fatalf("item %s: state %s, want verified (last error %q)", it.ID, it.State, it.LastError)
+	}
+	if !strings.HasPrefix(it.Location, e.http.URL+"/files/") {
+		e.t.Errorf("item %s: location %q is not an upload URL of %s", it.ID, it.Location, e.http.URL)
+	}
+	got, err := e.srv.object(it.ID)
+	if err != nil {
+		e.t.Fatalf("item %s: object at the server: %v", it.ID, err)
+	}
+	if !bytes.Equal(got, data) {
+		e.t.Fatalf("item %s: server holds %d bytes that differ from the %d source bytes", it.ID, len(got), len(data))
+	}
+}
+
+func metaValue(meta, key string) (string, bool) {
+	for kv := range strings.SplitSeq(meta, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), " ")
+		if k == key {
+			b, _ := base64.StdEncoding.DecodeString(v)
+			return string(b), true
+		}
+	}
+	return "", false
+}
+
+func TestUploadSizes(t *testing.T) {
+	e := newEnv(t)
+	sizes := []int{0, 1, testChunk - 1, testChunk, testChunk + 1, 20 << 20}
+	var mu sync.Mutex
+	done := map[string]bool{}
+	opts := e.options()
+	opts.Progress = func(p Progress) {
+		if p.Done {
+			mu.Lock()
+			done[p.ItemID] = true
+			mu.Unlock()
+		}
+	}
+	u := e.uploader(opts)
+	var items []*spool.Item
+	var total int64
+	for i, n := range sizes {
+		items = append(items, e.add(payload(n, uint64(i)), fmt.Sprintf("patient-%d.pdf", i)))
+		total += int64(n)
+	}
+	e.run(u)
+	for i, it := range items {
+		got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+		e.checkStored(got, payload(sizes[i], uint64(i)))
+		if got.Attempts != 0 {
+			t.Errorf("size %d: %d counted attempts, want 0", sizes[i], got.Attempts)
+		}
+	}
+	sent, requests, metas := e.faults.get()
+	if sent != total {
+		t.Errorf("client sent %d body bytes for %d bytes of files: nothing should be sent twice", sent, total)
+	}
+	if requests[http.MethodOptions] != 1 {
+		t.Errorf("%d OPTIONS requests, want discovery once", requests[http.MethodOptions])
+	}
+	ids := map[string]bool{}
+	for _, m := range metas {
+		id, _ := metaValue(m, "courier-id")
+		ids[id] = true
+		if _, ok := metaValue(m, "filename"); ok {
+			t.Errorf("metadata %q carries a filename although SendFilenames is off", m)
+		}
+		for _, k := range []string{"sha256", "agent", "source", "filetype"} {
+			if v, ok := metaValue(m, k); !ok || v == "" {
+				t.Errorf("metadata %q lacks %s", m, k)
+			}
+		}
+	}
+	for i, it := range items {
+		if !ids[it.ID] {
+			t.Errorf("no POST carried courier-id %s", it.ID)
+		}
+		mu.Lock()
+		if !done[it.ID] {
+			t.Errorf("size %d: no final progress report", sizes[i])
+		}
+		mu.Unlock()
+	}
+	if l := u.Link(); l.State != LinkOK {
+		t.Errorf("link %+v, want ok", l)
+	}
+}
+
+func TestSendFilenames(t *testing.T) {
+	e := newEnv(t)
+	opts := e.options()
+	opts.SendFilenames = true
+	it := e.add(payload(1000, 1), "scan.pdf")
+	e.run(e.uploader(opts))
+	e.checkStored(e.wait(it.ID, spool.StateVerified, spool.StateQuarantined), payload(1000, 1))
+	_, _, metas := e.faults.get()
+	if name, _ := metaValue(metas[0], "filename"); name != "scan.pdf" {
+		t.Errorf("filename metadata %q, want scan.pdf", name)
+	}
+}
+
+func TestCorruptChunkIsResent(t *testing.T) {
+	e := newEnv(t)
+	data := payload(2<<20, 2)
+	it := e.add(data, "a")
+	e.faults.set(func(f *faults) { f.corrupt = 1 })
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	if got.Attempts != 1 {
+		t.Errorf("%d counted attempts, want 1 (one 460)", got.Attempts)
+	}
+	if sent, _, _ := e.faults.get(); sent > int64(len(data))+testChunk {
+		t.Errorf("sent %d bytes for %d: more than one chunk again", sent, len(data))
+	}
+}
+
+func TestServerErrorsAreCounted(t *testing.T) {
+	e := newEnv(t)
+	data := payload(1<<20+5, 3)
+	it := e.add(data, "a")
+	e.faults.set(func(f *faults) { f.fail = 3 })
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	if got.Attempts != 3 {
+		t.Errorf("%d counted attempts, want 3 (three 500s)", got.Attempts)
+	}
+}
+
+func TestMaxAttemptsQuarantine(t *testing.T) {
+	e := newEnv(t)
+	it := e.add(payload(3*testChunk, 4), "a")
+	e.faults.set(func(f *faults) { f.fail = 1000 })
+	opts := e.options()
+	opts.Retry.MaxAttempts = 3
+	e.run(e.uploader(opts))
+	got := e.wait(it.ID, spool.StateQuarantined, spool.StateVerified)
+	if got.State != spool.StateQuarantined || !strings.Contains(got.Reason, "500") {
+		t.Errorf("state %s reason %q, want quarantined after 500s", got.State, got.Reason)
+	}
+	if got.Attempts != 2 {
+		t.Errorf("%d counted attempts recorded before quarantine, want 2 (the third quarantines)", got.Attempts)
+	}
+}
+
+func TestDroppedConnectionResumes(t *testing.T) {
+	e := newEnv(t)
+	data := payload(3<<20, 5)
+	it := e.add(data, "a")
+	e.faults.set(func(f *faults) { f.drop = 2 })
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	if got.Attempts != 0 {
+		t.Errorf("%d counted attempts, want 0: a dropped connection is not the file's fault", got.Attempts)
+	}
+	sent, requests, _ := e.faults.get()
+	if sent > int64(len(data))+testChunk {
+		t.Errorf("sent %d bytes for %d after two interruptions: more than a chunk again", sent, len(data))
+	}
+	if requests[http.MethodHead] < 2 {
+		t.Errorf("%d HEAD requests, want one after each interruption", requests[http.MethodHead])
+	}
+}
+
+func TestUnauthorizedPausesLink(t *testing.T) {
+	e := newEnv(t)
+	data := payload(100<<10, 6)
+	it := e.add(data, "a")
+	e.faults.set(func(f *faults) {
+		for _, m := range []string{http.MethodOptions, http.MethodPost, http.MethodHead, http.MethodPatch} {
+			f.answer[m] = http.StatusUnauthorized
+		}
+	})
+	u := e.uploader(e.options())
+	e.run(u)
+	poll(t, "a paused link", func() bool { return u.Link().State == LinkPaused })
+	got := e.wait(it.ID, spool.StateWaiting)
+	if got.Attempts != 0 {
+		t.Errorf("%d counted attempts, want 0: 401 is the link's problem", got.Attempts)
+	}
+	if l := u.Link(); !strings.Contains(l.LastError, "401") || l.Since.IsZero() {
+		t.Errorf("link %+v: want the 401 as the reason", l)
+	}
+	// The token is fixed: uploads resume by themselves.
+	e.faults.set(func(f *faults) { clear(f.answer) })
+	got = e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	if got.Attempts != 0 {
+		t.Errorf("%d counted attempts after the pause, want 0", got.Attempts)
+	}
+	poll(t, "the link ok again", func() bool { return u.Link().State == LinkOK })
+}
+
+func TestTooLargeQuarantines(t *testing.T) {
+	e := newEnv(t)
+	it := e.add(payload(2*testChunk, 7), "a")
+	e.faults.set(func(f *faults) { f.answer[http.MethodPost] = http.StatusRequestEntityTooLarge })
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateQuarantined, spool.StateVerified)
+	if got.State != spool.StateQuarantined || !strings.Contains(got.Reason, "413") {
+		t.Errorf("state %s reason %q, want quarantined with 413", got.State, got.Reason)
+	}
+}
+
+func TestForgottenUploadIsCreatedAgain(t *testing.T) {
+	e := newEnv(t)
+	data := payload(5*testChunk, 8)
+	it := e.add(data, "a")
+	// The first attempt stores the upload URL and sends a chunk, then fails; the
+	// resume's HEAD finds nothing.
+	e.faults.set(func(f *faults) { f.fail = 1; f.notFound = 1 })
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	_, requests, metas := e.faults.get()
+	if requests[http.MethodPost] != 2 {
+		t.Errorf("%d POSTs, want 2 (create, then create again after 404)", requests[http.MethodPost])
+	}
+	for _, m := range metas {
+		if id, _ := metaValue(m, "courier-id"); id != it.ID {
+			t.Errorf("POST with courier-id %q, want %s", id, it.ID)
+		}
+	}
+}
+
+func TestCancelReleasesAndResumes(t *testing.T) {
+	e := newEnv(t)
+	data := payload(4<<20, 9)
+	it := e.add(data, "a")
+	e.faults.set(func(f *faults) { f.stall = 1 }) // the first PATCH hangs
+	stop := e.run(e.uploader(e.options()))
+	select {
+	case <-e.faults.stalledCh:
+	case <-time.After(60 * time.Second):
+		t.Fatal("no PATCH arrived")
+	}
+	stop() // must return promptly although a request is in flight
+	mid, err := e.spool.Get(context.Background(), it.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mid.UploadURL == "" {
+		t.Fatal("upload URL not stored before the first PATCH")
+	}
+	if mid.State == spool.StateVerified || mid.Attempts != 0 {
+		t.Fatalf("after cancellation: state %s attempts %d", mid.State, mid.Attempts)
+	}
+	// A new uploader (a restart) leases the released item at once and resumes.
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	if sent, _, _ := e.faults.get(); sent > int64(len(data))+testChunk {
+		t.Errorf("sent %d bytes for %d: more than one chunk again", sent, len(data))
+	}
+}
+
+func TestServerWithoutChecksumWaits(t *testing.T) {
+	e := newEnv(t)
+	it := e.add(payload(1000, 10), "a")
+	e.faults.set(func(f *faults) { f.noCheck = true })
+	u := e.uploader(e.options())
+	e.run(u)
+	got := e.wait(it.ID, spool.StateWaiting)
+	if !strings.Contains(got.LastError, "does not support the checksum extension") || got.Attempts != 0 {
+		t.Errorf("last error %q attempts %d: want the missing checksum extension, not counted", got.LastError, got.Attempts)
+	}
+	if _, requests, _ := e.faults.get(); requests[http.MethodPost] != 0 {
+		t.Errorf("%d POSTs to a server that cannot verify", requests[http.MethodPost])
+	}
+	poll(t, "a paused link", func() bool { return u.Link().State == LinkPaused })
+}
+
+func TestChangedContentQuarantines(t *testing.T) {
+	e := newEnv(t)
+	data := payload(3*testChunk, 11)
+	it := e.add(data, "a")
+	// The spooled bytes change under us (disk fault): every chunk checks out, the
+	// whole file never does.
+	bad := bytes.Clone(data)
+	bad[len(bad)/2] ^= 1
+	if err := os.WriteFile(e.spool.ContentPath(it.ID), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := e.options()
+	opts.Retry.MaxAttempts = 3
+	e.run(e.uploader(opts))
+	got := e.wait(it.ID, spool.StateQuarantined, spool.StateVerified)
+	if got.State != spool.StateQuarantined || !strings.Contains(got.Reason, "checksum mismatch") {
+		t.Fatalf("state %s reason %q, want quarantined for checksum mismatch", got.State, got.Reason)
+	}
+	if _, err := e.srv.object(it.ID); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("server still holds the bad object: %v", err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, o := range []Options{{}, {Endpoint: "ftp://x/"}, {Endpoint: "http://x/", ChunkSize: -1}} {
+		if _, err := New((*spool.Spool)(nil), o); err == nil {
+			t.Errorf("New(%+v) accepted", o)
+		}
+	}
+}
