@@ -1,0 +1,311 @@
+package folder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/edgecourier/courier/spool"
+)
+
+// fullLogEvery limits the "spool full" log line.
+const fullLogEvery = time.Minute
+
+// maxNameBytes is the longest file name most filesystems take (ext4, NTFS in UTF-16
+// units is more, but bytes is the stricter measure for what we write).
+const maxNameBytes = 255
+
+func (s *Source) intake(rel string, fi fs.FileInfo) spool.Intake {
+	in := spool.Intake{
+		Source:     s.opts.Name,
+		SourceKind: "folder",
+		SourceRef:  rel,
+		Filename:   path.Base(rel),
+		Priority:   s.opts.Priority,
+		MaxSize:    s.opts.MaxSize,
+	}
+	if s.keep {
+		in.Fingerprint = fingerprint(rel, fi)
+	}
+	return in
+}
+
+// take hands a settled file to the spool and releases it once it is durable.
+func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.FileInfo) {
+	fp := fingerprint(rel, fi)
+	if s.opts.MaxSize > 0 && fi.Size() > s.opts.MaxSize {
+		s.reject(ctx, p, rel, fi, fi.Size(), s.tooLarge(fi.Size()))
+		return
+	}
+	f, err := s.open(p)
+	if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			delete(s.pending, rel)
+		case isBusy(err):
+			// Still open for writing elsewhere (Windows sharing violation): not yet.
+			s.log.Debug("folder: file is locked by another program, waiting", "path", rel, "file", ref(rel))
+			c.retryAt = s.now().Add(s.opts.Settle)
+		case errors.Is(err, fs.ErrPermission):
+			s.reject(ctx, p, rel, fi, fi.Size(), "file cannot be read: permission denied")
+		default:
+			s.log.Warn("folder: cannot open file, will try again", "file", ref(rel), "err", errKind(err))
+			c.retryAt = s.now().Add(s.opts.Rescan)
+		}
+		return
+	}
+	f.Close()
+	in := s.intake(rel, fi)
+	if s.keep {
+		has, err := s.sp.HasFingerprint(ctx, s.opts.Name, fp)
+		if err != nil {
+			s.log.Warn("folder: fingerprint lookup failed, will try again", "file", ref(rel), "err", redact(err, p))
+			c.retryAt = s.now().Add(s.opts.Rescan)
+			return
+		}
+		if has {
+			delete(s.pending, rel)
+			s.known[rel] = fp
+			return
+		}
+	}
+	// Hard-linking into the spool is only safe when our name goes away at once: a name
+	// kept or moved elsewhere would share the stored bytes with whoever edits it later.
+	link := s.opts.After == "delete"
+	it, err := s.sp.ReceiveFile(ctx, in, p, link)
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, spool.ErrFull):
+			c.retryAt = s.now().Add(min(5*time.Second, s.opts.Rescan))
+			if now := s.now(); now.Sub(s.fullLogged) >= fullLogEvery {
+				s.fullLogged = now
+				s.log.Warn("folder: spool is full, leaving files in the folder until uploads make room",
+					"err", redact(err, p))
+			}
+		case errors.Is(err, spool.ErrTooLarge):
+			size := fi.Size()
+			if now, err := os.Stat(p); err == nil {
+				size = now.Size()
+			}
+			s.reject(ctx, p, rel, fi, size, s.tooLarge(size))
+		case errors.Is(err, fs.ErrNotExist):
+			delete(s.pending, rel)
+		case errors.Is(err, fs.ErrPermission):
+			s.reject(ctx, p, rel, fi, fi.Size(), "file cannot be read: permission denied")
+		default:
+			// Never lose the file: it stays, and the next scan offers it again.
+			s.log.Error("folder: receiving file failed, will try again", "file", ref(rel), "err", redact(err, p))
+			delete(s.pending, rel)
+		}
+		return
+	}
+	delete(s.pending, rel)
+	s.count(func(st *Stats) { st.Taken++ })
+	s.log.Info("folder: file taken", "id", it.ID, "file", ref(rel), "size", it.Size, "sha256", it.SHA256,
+		"state", it.State)
+	s.log.Debug("folder: file taken", "id", it.ID, "path", rel)
+
+	// Written to while we read it (a writer that paused longer than settle): what was
+	// stored is an earlier state. Keep the file; it is taken again once it settles.
+	if now, err := os.Lstat(p); err == nil && (now.Size() != fi.Size() || !now.ModTime().Equal(fi.ModTime()) ||
+		it.Size != fi.Size()) {
+		s.log.Warn("folder: file changed while it was received, leaving it to be taken again",
+			"id", it.ID, "file", ref(rel), "size", it.Size, "size_now", now.Size())
+		s.pending[rel] = &candidate{size: now.Size(), mtime: now.ModTime(), stable: s.now()}
+		return
+	}
+	if err := s.release(p, rel, it.ID, fp); err != nil {
+		// Taken, but still there: don't take it again as long as it is unchanged.
+		s.log.Error("folder: file is in the spool but could not be released from the folder",
+			"id", it.ID, "file", ref(rel), "after", afterKind(s.opts.After), "err", redact(err, p))
+		s.known[rel] = fp
+	}
+}
+
+// release applies after: once the item is durable.
+func (s *Source) release(p, rel, id, fp string) error {
+	switch {
+	case s.keep:
+		s.known[rel] = fp
+		return nil
+	case s.move != "":
+		dst, err := freeName(filepath.Join(s.move, filepath.FromSlash(rel)), id)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			return fmt.Errorf("create move target folder: %w", err)
+		}
+		if err := moveFile(p, dst); err != nil {
+			return err
+		}
+		s.log.Debug("folder: file moved", "id", id, "path", rel, "to", dst)
+		return nil
+	default:
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("delete: %w", err)
+		}
+		return nil
+	}
+}
+
+func (s *Source) tooLarge(size int64) string {
+	return fmt.Sprintf("size %d exceeds max_size %d for source %s", size, s.opts.MaxSize, s.opts.Name)
+}
+
+// reject records a rejected item (and its event), then moves the file (or link) to
+// .courier-rejected/<rel> with a <name>.reason.txt beside it.
+func (s *Source) reject(ctx context.Context, p, rel string, fi fs.FileInfo, size int64, reason string) {
+	delete(s.pending, rel)
+	it, err := s.sp.Reject(ctx, s.intake(rel, fi), size, reason)
+	if err != nil {
+		if ctx.Err() == nil {
+			// Nothing recorded: the file stays and the next scan tries again.
+			s.log.Error("folder: recording a rejected file failed, will try again", "file", ref(rel),
+				"reason", reason, "err", redact(err, p))
+		}
+		return
+	}
+	s.count(func(st *Stats) { st.Rejected++ })
+	s.log.Warn("folder: file rejected", "id", it.ID, "file", ref(rel), "size", size, "reason", reason)
+	dst, err := s.moveAside(p, rel, it.ID, reason)
+	if err != nil {
+		// Recorded, but it could not be moved: remember it so it is not rejected on
+		// every scan (in keep mode the spool remembers it across restarts too).
+		s.log.Error("folder: rejected file could not be moved aside; it stays in the folder",
+			"id", it.ID, "file", ref(rel), "err", redact(err, p))
+		s.known[rel] = fingerprint(rel, fi)
+		return
+	}
+	s.log.Debug("folder: rejected file moved aside", "id", it.ID, "path", rel, "to", dst)
+}
+
+func (s *Source) moveAside(p, rel, id, reason string) (string, error) {
+	dst, err := freeName(filepath.Join(s.rejDir, filepath.FromSlash(rel)), id)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return "", fmt.Errorf("create %s folder: %w", RejectedDir, err)
+	}
+	if err := moveFile(p, dst); err != nil {
+		return "", err
+	}
+	note := fmt.Sprintf("%s\nitem: %s\nsource: %s\nrejected_at: %s\n", reason, id, s.opts.Name,
+		s.now().UTC().Format(time.RFC3339))
+	rp := filepath.Join(filepath.Dir(dst), fitName(filepath.Base(dst), ".reason.txt"))
+	if err := os.WriteFile(rp, []byte(note), 0o640); err != nil {
+		// The file is aside and the reason is in the spool and the event.
+		s.log.Error("folder: could not write the reason file", "id", id, "err", redact(err, rp))
+	}
+	return dst, nil
+}
+
+// moveFile renames src to dst, copying across filesystems (a move target on another
+// disk). It never follows a symlink: a link is renamed, never copied.
+func moveFile(src, dst string) error {
+	err := os.Rename(src, dst)
+	if err == nil || !isCrossDevice(err) {
+		if err != nil {
+			return fmt.Errorf("move: %w", err)
+		}
+		return nil
+	}
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return fmt.Errorf("move: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("move: %s cannot be copied to another filesystem", kindOf(fi.Mode()))
+	}
+	if err := copyFile(src, dst, fi); err != nil {
+		return fmt.Errorf("move across filesystems: %w", err)
+	}
+	if err := os.Remove(src); err != nil {
+		return fmt.Errorf("move across filesystems: remove original: %w", err)
+	}
+	return nil
+}
+
+// copyFile copies src to dst through a temp file, fsynced before it takes dst's name.
+func copyFile(src, dst string, fi fs.FileInfo) (err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.CreateTemp(filepath.Dir(dst), ".courier-move-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			out.Close()
+			os.Remove(out.Name())
+		}
+	}()
+	if _, err = io.Copy(out, in); err != nil {
+		return err
+	}
+	if err = out.Sync(); err != nil {
+		return err
+	}
+	if err = out.Close(); err != nil {
+		return err
+	}
+	os.Chmod(out.Name(), fi.Mode().Perm())
+	os.Chtimes(out.Name(), fi.ModTime(), fi.ModTime())
+	return os.Rename(out.Name(), dst)
+}
+
+// freeName returns dst, or if that name is taken, dst with ".<id>" before its
+// extension, so nothing already moved there is overwritten.
+func freeName(dst, id string) (string, error) {
+	if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
+		return dst, nil
+	} else if err != nil {
+		return "", fmt.Errorf("check target name: %w", err)
+	}
+	base := filepath.Base(dst)
+	ext := filepath.Ext(base)
+	if len(ext) > 32 || ext == base {
+		ext = ""
+	}
+	name := fitName(strings.TrimSuffix(base, ext), "."+id+ext)
+	return filepath.Join(filepath.Dir(dst), name), nil
+}
+
+// fitName is head+tail, with head shortened (at a character boundary, plus a short
+// hash so shortened names stay distinct) when the whole would exceed maxNameBytes.
+func fitName(head, tail string) string {
+	if len(head)+len(tail) <= maxNameBytes {
+		return head + tail
+	}
+	mark := "~" + ref(head)[:8]
+	n := maxNameBytes - len(tail) - len(mark)
+	if n < 0 {
+		n = 0
+	}
+	for n > 0 && !utf8.RuneStart(head[n]) {
+		n--
+	}
+	return head[:n] + mark + tail
+}
+
+// redact is err's text without the file's path (names may carry patient names).
+func redact(err error, p string) string {
+	msg := err.Error()
+	if p != "" {
+		msg = strings.ReplaceAll(msg, p, "<file>")
+	}
+	return msg
+}
