@@ -97,6 +97,7 @@ type Conn struct {
 
 	mu        sync.Mutex
 	hooks     []func(ctx context.Context)
+	unrouted  Receiver // where messages no feed routes are recorded as rejected
 	lastErr   error
 	lastState string // for logging once per state change
 	started   bool
@@ -158,6 +159,7 @@ func New(opts Options) (*Conn, error) {
 	po.SetConnectTimeout(opts.ConnectTimeout)
 	po.SetWriteTimeout(opts.PublishTimeout)
 	po.SetBinaryWill(StatusTopic(opts.AgentID), offlinePayload, 1, true)
+	po.SetDefaultPublishHandler(c.onUnrouted)
 	po.SetOnConnectHandler(c.onConnect)
 	po.SetConnectionLostHandler(c.onLost)
 	po.SetReconnectingHandler(c.onReconnecting)

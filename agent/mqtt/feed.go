@@ -102,6 +102,11 @@ func NewFeed(c *Conn, sp Receiver, opts FeedOptions) (*Feed, error) {
 		c.client.AddRoute(t, f.handle)
 	}
 	c.OnConnect(f.subscribe)
+	c.mu.Lock()
+	if c.unrouted == nil {
+		c.unrouted = sp
+	}
+	c.mu.Unlock()
 	return f, nil
 }
 
@@ -345,4 +350,34 @@ func matches(filter string, levels []string) bool {
 		}
 	}
 	return len(fl) == len(levels)
+}
+
+// UnroutedSource is the source name of messages that arrived on a topic no feed
+// routes: a subscription an earlier config left in the broker's session.
+const UnroutedSource = "mqtt-unrouted"
+
+// onUnrouted records a message no feed routes as rejected and acknowledges it. Left
+// unacknowledged it would use up the broker's in-flight window for our session and
+// stall every feed; acknowledged silently it would be lost without a trace.
+func (c *Conn) onUnrouted(_ paho.Client, m paho.Message) {
+	c.run(func(ctx context.Context) {
+		c.mu.Lock()
+		sp := c.unrouted
+		c.mu.Unlock()
+		if sp == nil {
+			c.log.Warn("mqtt message on a topic no feed routes and no spool to record it; left unacknowledged",
+				"size", len(m.Payload()))
+			return
+		}
+		in := spool.Intake{Source: UnroutedSource, SourceKind: "mqtt", SourceRef: m.Topic(),
+			Meta: map[string]string{"topic": m.Topic()}}
+		it, err := sp.Reject(ctx, in, int64(len(m.Payload())), "no mqtt source is configured for this topic")
+		if err != nil {
+			c.log.Error("mqtt message on an unrouted topic not recorded; left unacknowledged", "err", err)
+			return
+		}
+		c.log.Warn("mqtt message on a topic no source is configured for: rejected (a subscription left in the broker session?)",
+			"id", it.ID, "size", len(m.Payload()))
+		m.Ack()
+	})
 }

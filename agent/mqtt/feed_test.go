@@ -324,3 +324,25 @@ func TestFeedSurvivesSIGKILL(t *testing.T) {
 	}
 	t.Logf("%d redeliveries recorded as duplicates", len(others))
 }
+
+// A subscription left in the session by an earlier config must not stall the feeds:
+// its messages are recorded as rejected and acknowledged.
+func TestFeedUnroutedTopicIsRejected(t *testing.T) {
+	b := mosquittotest.Start(t)
+	sp := openSpool(t, t.TempDir())
+	a := startAgent(t, b.URL(), "clinic-12", sp, FeedOptions{Topics: []string{"old/+/files/#"}})
+	a.stop()
+	startAgent(t, b.URL(), "clinic-12", sp, FeedOptions{Topics: []string{"new/#"}})
+
+	dev := dialClient(t, b.URL(), "hub-12")
+	dev.publish("old/bed-1/files/x", []byte("left over"))
+	dev.publish("new/bed-1/x", []byte("current"))
+	eventually(t, "both messages recorded", func() bool {
+		got, others := spooled(t, sp)
+		return len(got) == 1 && len(others) == 1
+	})
+	_, others := spooled(t, sp)
+	if it := others[0]; it.State != spool.StateRejected || it.Source != UnroutedSource || it.Size != int64(len("left over")) {
+		t.Fatalf("unrouted message: state %s source %s size %d", it.State, it.Source, it.Size)
+	}
+}
