@@ -347,6 +347,9 @@ func (s *Spool) commit(ctx context.Context, in Intake, id string, st staged) (*I
 		if rerr := s.removeContent(id); rerr != nil {
 			s.log.Error("spool: remove content of uncommitted item", "id", id, "err", rerr)
 		}
+		if dbFull(err) {
+			err = fmt.Errorf("%w: %w", ErrFull, err)
+		}
 		return nil, fmt.Errorf("spool %s: commit item %s from %s: %w", s.dir, id, in.Source, err)
 	}
 	if it.State == StateDuplicate {

@@ -411,3 +411,39 @@ func TestRejectAndFingerprint(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentSameContentOneOriginal(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, Options{})
+	const n = 8
+	items := make(chan *Item, n)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			it, err := s.Receive(ctx, Intake{Source: "lab"}, bytes.NewReader([]byte("same bytes")))
+			items <- it
+			errs <- err
+		}()
+	}
+	var originals []string
+	var dups []*Item
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		it := <-items
+		if it.State == StateReceived {
+			originals = append(originals, it.ID)
+		} else {
+			dups = append(dups, it)
+		}
+	}
+	if len(originals) != 1 {
+		t.Fatalf("%d originals of the same bytes, want 1", len(originals))
+	}
+	for _, d := range dups {
+		if d.State != StateDuplicate || d.DuplicateOf != originals[0] {
+			t.Fatalf("copy: %s of %q, want duplicate of %s", d.State, d.DuplicateOf, originals[0])
+		}
+	}
+}

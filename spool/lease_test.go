@@ -12,7 +12,7 @@ import (
 func TestLeaseNeverShared(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, Options{})
-	const n = 200
+	const n = 120
 	for i := 0; i < n; i++ {
 		receive(t, s, Intake{Source: "lab"}, []byte(fmt.Sprint("item ", i)))
 	}

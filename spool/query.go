@@ -89,7 +89,12 @@ func (s *Spool) Counts(ctx context.Context) (Counts, error) {
 
 // Sweep deletes finished rows (done, rejected, duplicate) older than keep_done, with
 // their outbox rows and fingerprints. A row with an event not yet published stays.
+// It also finishes published items whose bytes could not be removed earlier (on
+// Windows a file still open elsewhere cannot be deleted). Call it now and then.
 func (s *Spool) Sweep(ctx context.Context) (int, error) {
+	if err := s.finishPublished(ctx); err != nil {
+		return 0, err
+	}
 	cutoff := nanos(s.nowUTC().Add(-s.opts.KeepDone))
 	var n int64
 	err := s.write(ctx, "sweep", func(tx *sql.Tx) error {

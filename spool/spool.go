@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // Options configure a spool. Zero values mean: no cap, keep_done 168h.
@@ -142,6 +142,8 @@ func (s *Spool) openDB(ctx context.Context) error {
 	if s.w, err = sql.Open("sqlite", wdsn); err != nil {
 		return fmt.Errorf("spool %s: open database: %w", s.dir, err)
 	}
+	// One connection: a transaction owns the writer until it ends, so code holding
+	// a transaction must never use s.w (or a method that does) before finishing it.
 	s.w.SetMaxOpenConns(1)
 	s.w.SetMaxIdleConns(1)
 	s.w.SetConnMaxIdleTime(0)
@@ -237,6 +239,14 @@ func (s *Spool) write(ctx context.Context, what string, fn func(tx *sql.Tx) erro
 	return nil
 }
 
+// dbFull reports SQLITE_FULL: the disk filled up under the database.
+func dbFull(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqliteFull
+}
+
+const sqliteFull = 13 // SQLITE_FULL
+
 // removeContent deletes the item's bytes and makes the removal durable.
 func (s *Spool) removeContent(id string) error {
 	p := s.ContentPath(id)
@@ -302,34 +312,14 @@ func (s *Spool) recover(ctx context.Context) error {
 		s.log.Warn("spool: dropped unpublished events of sinks no longer configured", "count", dropped)
 	}
 
-	// Items whose events are out but whose bytes may still be here.
-	rows, err := s.w.QueryContext(ctx, `SELECT id FROM items WHERE state = 'published'`)
-	if err != nil {
+	if err := s.finishPublished(ctx); err != nil {
 		return err
-	}
-	var published []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		published = append(published, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for _, id := range published {
-		if err := s.finish(ctx, id); err != nil {
-			return err
-		}
 	}
 
 	// Content without a row (crash between rename and commit) or whose row no longer
 	// holds bytes (crash between commit and removal).
 	stored := map[string]bool{}
-	rows, err = s.w.QueryContext(ctx, `SELECT id FROM items WHERE stored = 1`)
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM items WHERE stored = 1`)
 	if err != nil {
 		return err
 	}
@@ -385,6 +375,34 @@ func (s *Spool) recover(ctx context.Context) error {
 			// Should never happen (the bytes are durable before the row); the uploader
 			// will fail to open it and quarantine the item for a person to look at.
 			s.log.Error("spool: item has no content file", "id", id)
+		}
+	}
+	return nil
+}
+
+// finishPublished finishes every item whose events are out but whose bytes may still
+// be here.
+func (s *Spool) finishPublished(ctx context.Context) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM items WHERE state = 'published'`)
+	if err != nil {
+		return fmt.Errorf("spool %s: published items: %w", s.dir, err)
+	}
+	var published []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("spool %s: published items: %w", s.dir, err)
+		}
+		published = append(published, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("spool %s: published items: %w", s.dir, err)
+	}
+	for _, id := range published {
+		if err := s.finish(ctx, id); err != nil {
+			return err
 		}
 	}
 	return nil
