@@ -20,7 +20,9 @@ func (s *Spool) Lease(ctx context.Context, owner string, ttl time.Duration) (*It
 	// the same row between the SELECT and the UPDATE.
 	err := s.write(ctx, "lease", func(tx *sql.Tx) error {
 		var err error
-		it, err = scanItem(tx.QueryRowContext(ctx, `SELECT `+itemCols+` FROM items
+		// items_leasable walks the backlog in lease order and stops at the first match,
+		// instead of sorting every waiting item on each lease.
+		it, err = scanItem(tx.QueryRowContext(ctx, `SELECT `+itemCols+` FROM items INDEXED BY items_leasable
 			WHERE state IN ('received', 'waiting', 'uploading')
 			AND (state = 'received'
 				OR (state = 'waiting' AND next_attempt <= ?)

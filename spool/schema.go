@@ -46,7 +46,7 @@ var schema = []string{
 		control_id_reused INTEGER NOT NULL DEFAULT 0,
 		reason            TEXT NOT NULL DEFAULT ''
 	)`,
-	`CREATE INDEX IF NOT EXISTS items_leasable ON items(priority, received_at)
+	`CREATE INDEX IF NOT EXISTS items_leasable ON items(priority, received_at, id)
 		WHERE state IN ('received', 'waiting', 'uploading')`,
 	`CREATE INDEX IF NOT EXISTS items_state ON items(state, received_at)`,
 	`CREATE INDEX IF NOT EXISTS items_received ON items(received_at)`,
