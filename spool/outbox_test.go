@@ -184,3 +184,24 @@ func TestRecovery(t *testing.T) {
 		t.Fatalf("content of the resumed item: %v", err)
 	}
 }
+
+func TestReopenWithoutSinkListKeepsEvents(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, Options{Dir: dir, Sinks: []string{"file", "mqtt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := receive(t, s, Intake{Source: "lab"}, []byte("x"))
+	it, _ := s.Lease(ctx, "w", time.Hour)
+	s.MarkVerified(ctx, it.ID, "w", "loc")
+	s.Close()
+
+	s = openTest(t, Options{Dir: dir})
+	mustState(t, s, item.ID, StateVerified)
+	for _, sink := range []string{"file", "mqtt"} {
+		if evs, _ := s.Pending(ctx, sink, 0); len(evs) != 1 {
+			t.Fatalf("Pending(%s) after reopen without Sinks: %d events, want 1", sink, len(evs))
+		}
+	}
+}

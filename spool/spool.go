@@ -23,8 +23,9 @@ type Options struct {
 	KeepDone    time.Duration // spool.keep_done
 	// Sinks names the event sinks ("file", "mqtt"). Each event gets one outbox row per sink;
 	// an item becomes published when every sink has its event. Empty means one sink
-	// named "default". On a non-shared Open, unpublished rows of sinks no longer listed
-	// are dropped (the sink was removed from the config), so items cannot get stuck.
+	// named "default". On a non-shared Open with Sinks set, unpublished rows of sinks no
+	// longer listed are dropped (the sink was removed from the config), so items cannot
+	// get stuck verified.
 	Sinks   []string
 	Inspect Inspector // may be nil
 	Logger  *slog.Logger
@@ -283,18 +284,23 @@ func (s *Spool) recover(ctx context.Context) error {
 			return err
 		}
 		leases, _ = res.RowsAffected()
-		q, args := `DELETE FROM outbox WHERE published_at = 0 AND sink NOT IN (`, []any{}
-		for i, sink := range s.sinks {
-			if i > 0 {
-				q += ", "
+		// A sink removed from the config would hold its items verified (bytes and all)
+		// for ever. Only an explicit list counts: an empty one is more likely a wiring
+		// slip than a wish to lose events.
+		if len(s.opts.Sinks) > 0 {
+			q, args := `DELETE FROM outbox WHERE published_at = 0 AND sink NOT IN (`, []any{}
+			for i, sink := range s.sinks {
+				if i > 0 {
+					q += ", "
+				}
+				q += "?"
+				args = append(args, sink)
 			}
-			q += "?"
-			args = append(args, sink)
+			if res, err = tx.ExecContext(ctx, q+")", args...); err != nil {
+				return err
+			}
+			dropped, _ = res.RowsAffected()
 		}
-		if res, err = tx.ExecContext(ctx, q+")", args...); err != nil {
-			return err
-		}
-		dropped, _ = res.RowsAffected()
 		// Verified items whose events all went out (or whose last sinks were dropped).
 		_, err = tx.ExecContext(ctx, `UPDATE items SET state = 'published', updated_at = ?
 			WHERE state = 'verified' AND NOT EXISTS (SELECT 1 FROM outbox o
