@@ -80,6 +80,7 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 	// Hard-linking into the spool is only safe when our name goes away at once: a name
 	// kept or moved elsewhere would share the stored bytes with whoever edits it later.
 	link := s.opts.After == "delete"
+	start := time.Now()
 	it, err := s.sp.ReceiveFile(ctx, in, p, link)
 	if err != nil {
 		switch {
@@ -111,7 +112,7 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 	delete(s.pending, rel)
 	s.count(func(st *Stats) { st.Taken++ })
 	s.log.Info("folder: file taken", "id", it.ID, "file", ref(rel), "size", it.Size, "sha256", it.SHA256,
-		"state", it.State)
+		"state", it.State, "took", time.Since(start).Round(time.Millisecond))
 	s.log.Debug("folder: file taken", "id", it.ID, "path", rel)
 
 	// Written to while we read it (a writer that paused longer than settle): what was

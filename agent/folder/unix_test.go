@@ -1,0 +1,105 @@
+//go:build unix
+
+package folder
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgecourier/courier/spool"
+)
+
+// A symlink that leads outside the root is rejected and moved aside as a link; its
+// target is never read, moved or changed. A link inside the root is ignored.
+func TestSymlinks(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	sp := openSpool(t, spool.Options{})
+	secret := filepath.Join(outside, "secret.txt")
+	writeFile(t, secret, []byte("not for upload"))
+	writeFile(t, filepath.Join(outside, "dir/inner.txt"), []byte("not for upload either"))
+	writeFile(t, filepath.Join(root, "real.txt"), []byte("real"))
+	mustSymlink(t, secret, filepath.Join(root, "link.txt"))
+	mustSymlink(t, "../../"+filepath.Base(outside)+"/secret.txt", filepath.Join(root, "rel-link.txt"))
+	mustSymlink(t, filepath.Join(outside, "dir"), filepath.Join(root, "dirlink"))
+	mustSymlink(t, "real.txt", filepath.Join(root, "inside-link.txt"))
+	mustSymlink(t, "/nonexistent/elsewhere", filepath.Join(root, "dangling-out"))
+	opts := testOptions(t, root)
+	opts.Rescan = 300 * time.Millisecond
+	r := startSource(t, opts, sp)
+
+	waitItem(t, sp, "real.txt", spool.StateReceived)
+	for _, name := range []string{"link.txt", "rel-link.txt", "dirlink", "dangling-out"} {
+		it := waitItem(t, sp, name, spool.StateRejected)
+		if it.Reason != "symlink points outside the watched folder" || it.Size != 0 {
+			t.Errorf("%s: reason %q size %d", name, it.Reason, it.Size)
+		}
+		aside := filepath.Join(root, RejectedDir, name)
+		waitFor(t, name+" moved aside", func() bool { return exists(aside + ".reason.txt") })
+		if fi, err := os.Lstat(aside); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("%s: moved-aside entry is not the link: %v %v", name, fi, err)
+		}
+	}
+	if b, err := os.ReadFile(secret); err != nil || string(b) != "not for upload" {
+		t.Fatalf("link target changed: %q %v", b, err)
+	}
+	if !exists(filepath.Join(outside, "dir/inner.txt")) {
+		t.Fatalf("file behind the dir link was touched")
+	}
+	waitScans(t, r, 2)
+	if its := itemsFor(t, sp, "dirlink/inner.txt"); len(its) != 0 {
+		t.Fatalf("followed the dir link")
+	}
+	if its := itemsFor(t, sp, "inside-link.txt"); len(its) != 0 {
+		t.Fatalf("inside link taken as well as its target")
+	}
+	if !exists(filepath.Join(root, "inside-link.txt")) {
+		t.Fatalf("inside link removed")
+	}
+	if st := r.Stats(); st.Rejected != 4 || st.Taken != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A named pipe is not a file to read (opening it would block): it is rejected.
+func TestFIFORejected(t *testing.T) {
+	root := t.TempDir()
+	sp := openSpool(t, spool.Options{})
+	if err := unix.Mkfifo(filepath.Join(root, "pipe.hl7"), 0o644); err != nil {
+		t.Skipf("cannot make a FIFO here: %v", err)
+	}
+	startSource(t, testOptions(t, root), sp)
+	it := waitItem(t, sp, "pipe.hl7", spool.StateRejected)
+	if it.Reason != "not a regular file (named pipe)" {
+		t.Fatalf("reason %q", it.Reason)
+	}
+	waitFor(t, "moved aside", func() bool { return exists(filepath.Join(root, RejectedDir, "pipe.hl7.reason.txt")) })
+}
+
+// A folder the agent cannot read does not stop the others.
+func TestUnreadableFolder(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("running as root: every folder is readable, so there is nothing to test")
+	}
+	root := t.TempDir()
+	sp := openSpool(t, spool.Options{})
+	writeFile(t, filepath.Join(root, "closed/x.txt"), []byte("x"))
+	if err := os.Chmod(filepath.Join(root, "closed"), 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(filepath.Join(root, "closed"), 0o755) })
+	writeFile(t, filepath.Join(root, "open/y.txt"), []byte("y"))
+	startSource(t, testOptions(t, root), sp)
+	waitItem(t, sp, "open/y.txt", spool.StateReceived)
+}
+
+func mustSymlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
