@@ -1,0 +1,150 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tus/tusd/v2/pkg/filestore"
+	"github.com/tus/tusd/v2/pkg/handler"
+)
+
+// backend is what the server needs from a storage backend beyond tusd's
+// DataStore: finding an upload by courier-id, a place for digest state, and
+// removing abandoned uploads.
+type backend interface {
+	store() handler.DataStore
+	terminater() handler.TerminaterDataStore
+	// lookup returns the tus upload id of the upload stored under
+	// courierID, or "" when there is none.
+	lookup(ctx context.Context, courierID string) (string, error)
+	// loadState returns nil, nil when the upload has no state.
+	loadState(ctx context.Context, id string) ([]byte, error)
+	saveState(ctx context.Context, id string, data []byte) error
+	deleteState(ctx context.Context, id string) error
+	// abandoned lists incomplete uploads untouched since before.
+	abandoned(ctx context.Context, before time.Time) ([]string, error)
+	// purge removes what termination leaves behind for id, if anything.
+	purge(ctx context.Context, id string) error
+}
+
+func openBackend(ctx context.Context, store string) (backend, error) {
+	if store == "" {
+		store = "file://./var/objects"
+	}
+	u, err := url.Parse(store)
+	if err != nil {
+		return nil, fmt.Errorf("store %q: %w", store, err)
+	}
+	switch u.Scheme {
+	case "file":
+		dir := u.Path
+		if u.Host != "" {
+			// file://./var/objects: the host part is "." for a relative path.
+			dir = u.Host + u.Path
+		}
+		if dir == "" {
+			return nil, fmt.Errorf("store %q: file:// needs a directory", store)
+		}
+		return newFileBackend(dir)
+	case "s3":
+		return newS3Backend(ctx, u)
+	default:
+		return nil, fmt.Errorf("store %q: scheme must be file:// or s3://", store)
+	}
+}
+
+const stateSuffix = ".sha256state"
+
+// fileBackend is tusd's filestore in one directory: <id> (the bytes),
+// <id>.info (tusd's metadata) and <id>.sha256state (the running digest).
+type fileBackend struct {
+	dir string
+	fs  filestore.FileStore
+}
+
+func newFileBackend(dir string) (*fileBackend, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("file store %s: %w", dir, err)
+	}
+	return &fileBackend{dir: dir, fs: filestore.New(dir)}, nil
+}
+
+func (b *fileBackend) store() handler.DataStore                { return b.fs }
+func (b *fileBackend) terminater() handler.TerminaterDataStore { return b.fs }
+
+func (b *fileBackend) lookup(ctx context.Context, courierID string) (string, error) {
+	_, err := os.Stat(filepath.Join(b.dir, courierID+".info"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("file store %s: look up %s: %w", b.dir, courierID, err)
+	}
+	return courierID, nil
+}
+
+func (b *fileBackend) statePath(id string) string {
+	return filepath.Join(b.dir, id+stateSuffix)
+}
+
+func (b *fileBackend) loadState(ctx context.Context, id string) ([]byte, error) {
+	data, err := os.ReadFile(b.statePath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return data, err
+}
+
+func (b *fileBackend) saveState(ctx context.Context, id string, data []byte) error {
+	tmp := b.statePath(id) + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, b.statePath(id))
+}
+
+func (b *fileBackend) deleteState(ctx context.Context, id string) error {
+	err := os.Remove(b.statePath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+func (b *fileBackend) purge(ctx context.Context, id string) error { return nil }
+
+func (b *fileBackend) abandoned(ctx context.Context, before time.Time) ([]string, error) {
+	infos, err := filepath.Glob(filepath.Join(b.dir, "*.info"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range infos {
+		id := strings.TrimSuffix(filepath.Base(p), ".info")
+		up, err := b.fs.GetUpload(ctx, id)
+		if err != nil {
+			continue
+		}
+		info, err := up.GetInfo(ctx)
+		if err != nil || (!info.SizeIsDeferred && info.Offset == info.Size) {
+			continue
+		}
+		touched := time.Time{}
+		for _, f := range []string{p, filepath.Join(b.dir, id), b.statePath(id)} {
+			if fi, err := os.Stat(f); err == nil && fi.ModTime().After(touched) {
+				touched = fi.ModTime()
+			}
+		}
+		if touched.Before(before) {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,294 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+
+	"github.com/tus/tusd/v2/pkg/handler"
+)
+
+// digestState is the running whole-file SHA-256 of one upload, persisted
+// beside it after every accepted chunk so a restarted ingest carries on
+// without reading the stored bytes again.
+type digestState struct {
+	// Offset is how many bytes of the upload State covers.
+	Offset int64 `json:"offset"`
+	// State is crypto/sha256's MarshalBinary output.
+	State []byte `json:"state,omitempty"`
+	// Lost means the running digest no longer matches the stored bytes
+	// (a crash between a write and its state, a partial write): the digest
+	// is computed from the stored object when the upload completes.
+	Lost bool `json:"lost,omitempty"`
+	// Verified is the hex digest once it was compared with the sha256
+	// metadata and found equal.
+	Verified string `json:"verified,omitempty"`
+}
+
+func freshDigest() *digestState {
+	st, _ := sha256.New().(encoding.BinaryMarshaler).MarshalBinary()
+	return &digestState{State: st}
+}
+
+func (d *digestState) hash() (hash.Hash, error) {
+	h := sha256.New()
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(d.State); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// digests caches digest states in memory in front of the backend.
+type digests struct {
+	b  backend
+	mu sync.Mutex
+	m  map[string]*digestState
+}
+
+func (d *digests) load(ctx context.Context, id string, fresh bool) (*digestState, error) {
+	if !fresh {
+		d.mu.Lock()
+		st, ok := d.m[id]
+		d.mu.Unlock()
+		if ok {
+			cp := *st
+			return &cp, nil
+		}
+	}
+	data, err := d.b.loadState(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load digest state of %s: %w", id, err)
+	}
+	if data == nil {
+		return nil, nil
+	}
+	var st digestState
+	if err := json.Unmarshal(data, &st); err != nil {
+		// A torn state file is as good as none: the digest falls back.
+		return &digestState{Lost: true}, nil
+	}
+	d.mu.Lock()
+	d.m[id] = &st
+	d.mu.Unlock()
+	cp := st
+	return &cp, nil
+}
+
+func (d *digests) save(ctx context.Context, id string, st *digestState) error {
+	cp := *st
+	d.mu.Lock()
+	d.m[id] = &cp
+	d.mu.Unlock()
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := d.b.saveState(ctx, id, data); err != nil {
+		return fmt.Errorf("save digest state of %s: %w", id, err)
+	}
+	return nil
+}
+
+func (d *digests) forget(ctx context.Context, id string) error {
+	d.mu.Lock()
+	delete(d.m, id)
+	d.mu.Unlock()
+	return d.b.deleteState(ctx, id)
+}
+
+// trackedStore wraps the backend's tusd store so every byte that reaches
+// the store also reaches the running digest, whichever request carried it
+// (PATCH or creation-with-upload).
+type trackedStore struct {
+	s *Server
+}
+
+func (t trackedStore) NewUpload(ctx context.Context, info handler.FileInfo) (handler.Upload, error) {
+	up, err := t.s.backend.store().NewUpload(ctx, info)
+	if err != nil {
+		return nil, err
+	}
+	created, err := up.GetInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.s.digests.save(ctx, created.ID, freshDigest()); err != nil {
+		t.s.log.Warn("digest state not saved; it will be recomputed at completion", "id", created.ID, "err", err)
+	}
+	return &trackedUpload{Upload: up, id: created.ID, s: t.s}, nil
+}
+
+func (t trackedStore) GetUpload(ctx context.Context, id string) (handler.Upload, error) {
+	up, err := t.s.backend.store().GetUpload(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &trackedUpload{Upload: up, id: id, s: t.s}, nil
+}
+
+func (t trackedStore) AsTerminatableUpload(up handler.Upload) handler.TerminatableUpload {
+	tu := up.(*trackedUpload)
+	return terminator{tu}
+}
+
+type terminator struct{ u *trackedUpload }
+
+func (t terminator) Terminate(ctx context.Context) error {
+	if err := t.u.s.backend.terminater().AsTerminatableUpload(t.u.Upload).Terminate(ctx); err != nil {
+		return err
+	}
+	t.u.s.owners.Delete(t.u.id)
+	if err := t.u.s.digests.forget(ctx, t.u.id); err != nil {
+		t.u.s.log.Warn("digest state of terminated upload not removed", "id", t.u.id, "err", err)
+	}
+	return nil
+}
+
+type trackedUpload struct {
+	handler.Upload
+	id string
+	s  *Server
+}
+
+// countingHash hashes what the store reads and counts it, so a store that
+// read more than it kept is noticed.
+type countingHash struct {
+	h hash.Hash
+	n int64
+}
+
+func (c *countingHash) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return c.h.Write(p)
+}
+
+func (u *trackedUpload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
+	d := u.s.digests
+	st, err := d.load(ctx, u.id, false)
+	if err == nil && st != nil && !st.Lost && st.Offset != offset {
+		// Another instance may have moved on; read the persisted state.
+		st, err = d.load(ctx, u.id, true)
+	}
+	if err != nil {
+		u.s.log.Warn("digest state unreadable; it will be recomputed at completion", "id", u.id, "err", err)
+		st = nil
+	}
+	if st == nil {
+		if offset == 0 {
+			st = freshDigest()
+		} else {
+			st = &digestState{Lost: true}
+		}
+	}
+	var ch *countingHash
+	if !st.Lost && st.Offset == offset {
+		if h, err := st.hash(); err == nil {
+			ch = &countingHash{h: h}
+			src = io.TeeReader(src, ch)
+		}
+	}
+	n, werr := u.Upload.WriteChunk(ctx, offset, src)
+	u.s.metrics.bytes.Add(float64(n))
+	next := &digestState{Offset: offset + n}
+	if ch != nil && ch.n == n {
+		next.State, _ = ch.h.(encoding.BinaryMarshaler).MarshalBinary()
+	} else {
+		next.Lost = true
+	}
+	if n > 0 || next.Lost != st.Lost {
+		// The context may already be cancelled (client gone); the state
+		// must still be written or the next chunk falls back.
+		if err := d.save(context.WithoutCancel(ctx), u.id, next); err != nil {
+			u.s.log.Warn("digest state not saved; it will be recomputed at completion", "id", u.id, "err", err)
+		}
+	}
+	return n, werr
+}
+
+// wholeDigest returns the SHA-256 of the complete upload: from the running
+// state when it covers all bytes, else by reading the stored bytes (counted
+// as a fallback).
+func (s *Server) wholeDigest(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, *digestState, error) {
+	st, err := s.digests.load(ctx, info.ID, false)
+	if err != nil {
+		s.log.Warn("digest state unreadable; reading the stored object", "id", info.ID, "err", err)
+	}
+	if st != nil && !st.Lost && st.Offset == info.Size {
+		if h, err := st.hash(); err == nil {
+			return hex.EncodeToString(h.Sum(nil)), st, nil
+		}
+	}
+	s.metrics.fallback.Inc()
+	s.log.Info("digest state does not cover the upload; reading the stored object", "id", info.ID, "size", info.Size)
+	rd, err := up.GetReader(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("read upload %s for its digest: %w", info.ID, err)
+	}
+	defer rd.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, rd)
+	if err != nil {
+		return "", nil, fmt.Errorf("read upload %s for its digest: %w", info.ID, err)
+	}
+	if n != info.Size {
+		return "", nil, fmt.Errorf("read upload %s for its digest: %d bytes stored, %d expected", info.ID, n, info.Size)
+	}
+	state, _ := h.(encoding.BinaryMarshaler).MarshalBinary()
+	return hex.EncodeToString(h.Sum(nil)), &digestState{Offset: n, State: state}, nil
+}
+
+var errFileMismatch = handler.NewError("ERR_CHECKSUM_MISMATCH", "whole-file SHA-256 differs from the sha256 metadata; the upload was discarded, upload the file again", StatusChecksumMismatch)
+
+// verify compares a complete upload with its sha256 metadata. It returns
+// the hex digest when they are equal; on a difference the upload is
+// terminated and errFileMismatch returned.
+func (s *Server) verify(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, error) {
+	want := info.MetaData["sha256"]
+	if want == "" {
+		return "", nil
+	}
+	got, st, err := s.wholeDigest(ctx, up, info)
+	if err != nil {
+		return "", err
+	}
+	if got != want {
+		s.metrics.mismatch.WithLabelValues("file").Inc()
+		s.log.Warn("whole-file digest mismatch; discarding upload", "id", info.ID, "size", info.Size, "want", want, "got", got)
+		if err := (trackedStore{s}).AsTerminatableUpload(up).Terminate(context.WithoutCancel(ctx)); err != nil {
+			s.log.Error("discarding mismatched upload failed", "id", info.ID, "err", err)
+		}
+		return "", errFileMismatch
+	}
+	if st.Verified != got {
+		st.Verified = got
+		if err := s.digests.save(context.WithoutCancel(ctx), info.ID, st); err != nil {
+			s.log.Warn("verified mark not saved; it is recomputed on the next HEAD", "id", info.ID, "err", err)
+		}
+		s.metrics.verified.Inc()
+		s.log.Info("upload verified", "id", info.ID, "size", info.Size, "sha256", got)
+	}
+	return got, nil
+}
+
+// isVerified reports the verified digest of a complete upload, checking it
+// first if a crash came between completion and verification.
+func (s *Server) verifiedDigest(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, error) {
+	if info.SizeIsDeferred || info.Offset != info.Size || info.MetaData["sha256"] == "" {
+		return "", nil
+	}
+	st, err := s.digests.load(ctx, info.ID, false)
+	if err == nil && st != nil && st.Verified != "" && st.Verified == info.MetaData["sha256"] {
+		return st.Verified, nil
+	}
+	return s.verify(ctx, up, info)
+}
+
+var _ handler.DataStore = trackedStore{}
+var _ = errors.Is
