@@ -6,7 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"io"
-		"net/http"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,7 +34,15 @@ type tusServer struct {
 
 func newTusServer(t testing.TB) *tusServer {
 	t.Helper()
-	s := &tusServer{dir: t.TempDir(), verified: map[string]string{}}
+	s, err := openTusServer(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func openTusServer(dir string) (*tusServer, error) {
+	s := &tusServer{dir: dir, verified: map[string]string{}}
 	composer := tushandler.NewStoreComposer()
 	filestore.New(s.dir).UseIn(composer)
 	memorylocker.New().UseIn(composer)
@@ -48,10 +56,10 @@ func newTusServer(t testing.TB) *tusServer {
 		PreFinishResponseCallback: s.finish,
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	s.handler = http.StripPrefix("/files/", s.wrap(h))
-	return s
+	return s, nil
 }
 
 // object returns the stored bytes of upload id.

@@ -80,6 +80,11 @@ func (r reply) classify() *failure {
 	case r.code == http.StatusConflict || r.code == http.StatusLocked || r.code == http.StatusTooManyRequests ||
 		r.code == http.StatusRequestTimeout:
 		return &failure{kind: failLater, err: se, retryAfter: retryAfter(r.header)}
+	case r.code == http.StatusPreconditionFailed:
+		// Tus-Resumable refused: the server speaks another protocol version.
+		return &failure{kind: failPaused, err: se}
+	case r.code == http.StatusBadRequest && interrupted(r.body):
+		return &failure{kind: failLater, err: se}
 	case r.code >= 500:
 		return &failure{kind: failCounted, err: fmt.Errorf("%w: %w", ErrServer, se), retryAfter: retryAfter(r.header)}
 	case r.code >= 400:
@@ -87,6 +92,18 @@ func (r reply) classify() *failure {
 	default:
 		return &failure{kind: failCounted, err: fmt.Errorf("unexpected answer: %w", se)}
 	}
+}
+
+// interrupted recognises tusd's 400 answers that say nothing about the file: the
+// request was cut short (our own retry took the upload's lock, the body ended early,
+// the server stopped it).
+func interrupted(body string) bool {
+	for _, code := range []string{"ERR_UPLOAD_INTERRUPTED", "ERR_UNEXPECTED_EOF", "ERR_UPLOAD_STOPPED"} {
+		if strings.Contains(body, code) {
+			return true
+		}
+	}
+	return false
 }
 
 func retryAfter(h http.Header) time.Duration {

@@ -21,6 +21,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(serverEnv) != "" {
+		os.Exit(serveForBenchmark())
+	}
 	// tusd's handler delays cancelling a request's context after the request ended
 	// (graceful completion); those goroutines are the server's and end on their own.
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/tus/tusd/v2/pkg/handler.newDelayedContext.func1"))
