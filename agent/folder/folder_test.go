@@ -127,6 +127,40 @@ func TestNestedAndLaterFolders(t *testing.T) {
 	}
 }
 
+// A folder renamed within the tree is watched under its new name (no rescan helps here).
+func TestFolderRenamedWithinTree(t *testing.T) {
+	root := t.TempDir()
+	sp := openSpool(t, spool.Options{})
+	if err := os.MkdirAll(filepath.Join(root, "old/sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions(t, root)
+	opts.Rescan = time.Hour
+	r := startSource(t, opts, sp)
+	waitFor(t, "folders watched", func() bool { return r.Stats().Folders == 3 })
+	if err := os.Rename(filepath.Join(root, "old"), filepath.Join(root, "new")); err != nil {
+		t.Fatal(err)
+	}
+	// Poll: the rename's events may still be on their way when the first file is written.
+	for i := 0; ; i++ {
+		rel := fmt.Sprintf("new/sub/f%d.txt", i)
+		writeFile(t, filepath.Join(root, rel), []byte(rel))
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) && len(itemsFor(t, sp, rel)) == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(itemsFor(t, sp, rel)) > 0 {
+			break
+		}
+		if i == 5 {
+			t.Fatalf("files in the renamed folder are never taken")
+		}
+	}
+	rel := "new/sub/after.txt"
+	writeFile(t, filepath.Join(root, rel), []byte("after"))
+	waitItem(t, sp, rel, spool.StateReceived)
+}
+
 // 0-byte files, unicode names and a 255-byte base name.
 func TestOddNames(t *testing.T) {
 	root := t.TempDir()

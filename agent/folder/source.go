@@ -176,13 +176,8 @@ func (s *Source) Run(ctx context.Context) error {
 			scanNow = false
 			s.fullScan(ctx)
 		}
-		for p := range dirty {
-			if ctx.Err() != nil {
-				break
-			}
-			s.touch(ctx, p)
-			delete(dirty, p)
-		}
+		s.touchAll(ctx, dirty)
+		clear(dirty)
 		s.checkDue(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -299,6 +294,19 @@ func (s *Source) fullScan(ctx context.Context) {
 		s.log.Info("folder: watched folder is available again")
 		s.rootErr = false
 	}
+	if s.watcher != nil {
+		// What the watcher really holds: it drops watches of folders that moved or
+		// vanished on its own, and a watch under a stale name hears nothing useful.
+		actual := map[string]bool{}
+		for _, p := range s.watcher.WatchList() {
+			if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+				s.watcher.Remove(p)
+				continue
+			}
+			actual[p] = true
+		}
+		s.watched = actual
+	}
 	files := map[string]bool{}
 	dirs := map[string]bool{}
 	if !s.walk(ctx, s.root, files, dirs) {
@@ -397,6 +405,27 @@ func (s *Source) unwatch(dir string) {
 			}
 			delete(s.watched, d)
 		}
+	}
+}
+
+// touchAll handles the paths named by a burst of events. Paths that are gone go
+// first: a folder renamed within the tree must lose its old watch before it is
+// watched under its new name (inotify hands out the same watch for the same folder).
+func (s *Source) touchAll(ctx context.Context, dirty map[string]bool) {
+	var present []string
+	for p := range dirty {
+		if _, err := os.Lstat(p); err == nil {
+			present = append(present, p)
+			continue
+		}
+		s.touch(ctx, p)
+	}
+	sort.Strings(present) // parents before children
+	for _, p := range present {
+		if ctx.Err() != nil {
+			return
+		}
+		s.touch(ctx, p)
 	}
 }
 
