@@ -41,13 +41,12 @@ func serveForBenchmark() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/files/", s.handler)
-	srv := &http.Server{Handler: mux}
+	srv := &http.Server{Handler: s.handler}
 	go srv.Serve(ln)
 	fmt.Printf("ADDR %s\n", ln.Addr())
 	io.Copy(io.Discard, os.Stdin)
 	srv.Close()
+	s.srv.Close()
 	return 0
 }
 

@@ -140,3 +140,27 @@ func (b *flipBody) Read(p []byte) (int, error) {
 	b.pos += int64(n)
 	return n, err
 }
+
+// headerHook changes the response header just before it is written.
+type headerHook struct {
+	http.ResponseWriter
+	before func(http.Header)
+	done   bool
+}
+
+func (h *headerHook) WriteHeader(code int) {
+	if !h.done {
+		h.done = true
+		h.before(h.Header())
+	}
+	h.ResponseWriter.WriteHeader(code)
+}
+
+func (h *headerHook) Write(b []byte) (int, error) {
+	if !h.done {
+		h.WriteHeader(http.StatusOK)
+	}
+	return h.ResponseWriter.Write(b)
+}
+
+func (h *headerHook) Unwrap() http.ResponseWriter { return h.ResponseWriter }

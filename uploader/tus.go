@@ -87,6 +87,10 @@ func (r reply) classify() *failure {
 		return &failure{kind: failLater, err: se}
 	case r.code >= 500:
 		return &failure{kind: failCounted, err: fmt.Errorf("%w: %w", ErrServer, se), retryAfter: retryAfter(r.header)}
+	case r.code == http.StatusRequestEntityTooLarge && strings.Contains(r.body, "ERR_CHUNK_TOO_LARGE"):
+		// upload.chunk_size is larger than the server takes in one request: every file
+		// would fail the same way, so it is the link's configuration, not this file.
+		return &failure{kind: failPaused, err: fmt.Errorf("upload.chunk_size too large for the server: %w", se)}
 	case r.code >= 400:
 		return &failure{kind: failFile, err: fmt.Errorf("%w: %w", ErrRejected, se)}
 	default:
@@ -98,7 +102,7 @@ func (r reply) classify() *failure {
 // request was cut short (our own retry took the upload's lock, the body ended early,
 // the server stopped it).
 func interrupted(body string) bool {
-	for _, code := range []string{"ERR_UPLOAD_INTERRUPTED", "ERR_UNEXPECTED_EOF", "ERR_UPLOAD_STOPPED"} {
+	for _, code := range []string{"ERR_UPLOAD_INTERRUPTED", "ERR_UNEXPECTED_EOF", "ERR_UPLOAD_STOPPED", "ERR_READ_CHUNK"} {
 		if strings.Contains(body, code) {
 			return true
 		}

@@ -10,13 +10,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/edgecourier/courier/ingest"
 	"github.com/edgecourier/courier/spool"
 )
 
@@ -42,13 +45,11 @@ type env struct {
 	spool  *spool.Spool
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, mods ...func(*ingest.Options)) *env {
 	t.Helper()
-	e := &env{t: t, srv: newTusServer(t)}
+	e := &env{t: t, srv: newTusServer(t, mods...)}
 	e.faults = newFaults(e.srv.handler)
-	mux := http.NewServeMux()
-	mux.Handle("/files/", e.faults)
-	e.http = httptest.NewServer(mux)
+	e.http = httptest.NewServer(e.faults)
 	e.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	sp, err := spool.Open(context.Background(), spool.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -332,15 +333,18 @@ func TestDroppedConnectionResumes(t *testing.T) {
 }
 
 func TestUnauthorizedPausesLink(t *testing.T) {
-	e := newEnv(t)
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("clinic-test s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(o *ingest.Options) { o.Tokens = tokens })
 	data := payload(100<<10, 6)
 	it := e.add(data, "a")
-	e.faults.set(func(f *faults) {
-		for _, m := range []string{http.MethodOptions, http.MethodPost, http.MethodHead, http.MethodPatch} {
-			f.answer[m] = http.StatusUnauthorized
-		}
-	})
-	u := e.uploader(e.options())
+	var token atomic.Value
+	token.Store("wrong")
+	opts := e.options()
+	opts.Token = func() string { return token.Load().(string) }
+	u := e.uploader(opts)
 	e.run(u)
 	poll(t, "a paused link", func() bool { return u.Link().State == LinkPaused })
 	got := e.wait(it.ID, spool.StateWaiting)
@@ -351,7 +355,7 @@ func TestUnauthorizedPausesLink(t *testing.T) {
 		t.Errorf("link %+v: want the 401 as the reason", l)
 	}
 	// The token is fixed: uploads resume by themselves.
-	e.faults.set(func(f *faults) { clear(f.answer) })
+	token.Store("s3cret")
 	got = e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
 	e.checkStored(got, data)
 	if got.Attempts != 0 {
@@ -361,14 +365,15 @@ func TestUnauthorizedPausesLink(t *testing.T) {
 }
 
 func TestTooLargeQuarantines(t *testing.T) {
-	e := newEnv(t)
-	it := e.add(payload(2*testChunk, 7), "a")
-	e.faults.set(func(f *faults) { f.answer[http.MethodPost] = http.StatusRequestEntityTooLarge })
+	e := newEnv(t, func(o *ingest.Options) { o.MaxSize = testChunk })
+	small := e.add(payload(testChunk, 7), "small")
+	big := e.add(payload(testChunk+1, 7), "big")
 	e.run(e.uploader(e.options()))
-	got := e.wait(it.ID, spool.StateQuarantined, spool.StateVerified)
+	got := e.wait(big.ID, spool.StateQuarantined, spool.StateVerified)
 	if got.State != spool.StateQuarantined || !strings.Contains(got.Reason, "413") {
 		t.Errorf("state %s reason %q, want quarantined with 413", got.State, got.Reason)
 	}
+	e.checkStored(e.wait(small.ID, spool.StateVerified, spool.StateQuarantined), payload(testChunk, 7))
 }
 
 func TestForgottenUploadIsCreatedAgain(t *testing.T) {
