@@ -481,18 +481,22 @@ func TestUnreadableRejected(t *testing.T) {
 	waitFor(t, "moved aside", func() bool { return exists(filepath.Join(root, RejectedDir, "locked.hl7.reason.txt")) })
 }
 
-// A rejected file that cannot be moved aside is recorded once, not on every scan.
+// A rejected file that cannot be moved aside is recorded once, not on every scan,
+// and moved aside once that becomes possible.
 func TestRejectedButStuck(t *testing.T) {
 	root := t.TempDir()
 	sp := openSpool(t, spool.Options{})
 	// A file where the rejected folder should be: nothing can be moved aside.
-	writeFile(t, filepath.Join(root, RejectedDir), []byte("in the way"))
+	obstacle := filepath.Join(root, RejectedDir)
+	writeFile(t, obstacle, []byte("in the way"))
 	writeFile(t, filepath.Join(root, "big.bin"), []byte("too large"))
+	writeFile(t, filepath.Join(root, "fixed.bin"), []byte("too large"))
 	opts := testOptions(t, root)
 	opts.MaxSize = 3
 	opts.Rescan = 200 * time.Millisecond
 	r := startSource(t, opts, sp)
 	waitItem(t, sp, "big.bin", spool.StateRejected)
+	waitItem(t, sp, "fixed.bin", spool.StateRejected)
 	waitScans(t, r, 3)
 	if n := len(itemsFor(t, sp, "big.bin")); n != 1 {
 		t.Fatalf("%d rejected items, want 1", n)
@@ -501,8 +505,42 @@ func TestRejectedButStuck(t *testing.T) {
 		t.Fatalf("file vanished")
 	}
 	// Once changed, it is judged again.
-	writeFile(t, filepath.Join(root, "big.bin"), []byte("ok"))
-	waitFor(t, "the fixed file taken", func() bool { return len(itemsFor(t, sp, "big.bin")) == 2 })
+	writeFile(t, filepath.Join(root, "fixed.bin"), []byte("ok"))
+	waitFor(t, "the fixed file taken", func() bool { return len(itemsFor(t, sp, "fixed.bin")) == 2 })
+	// Once possible, the rejected one is moved aside, without a second rejection.
+	if err := os.Remove(obstacle); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "moved aside", func() bool { return exists(filepath.Join(obstacle, "big.bin.reason.txt")) })
+	if n := len(itemsFor(t, sp, "big.bin")); n != 1 || !gone(filepath.Join(root, "big.bin")) {
+		t.Fatalf("%d rejected items, want 1", n)
+	}
+}
+
+// A taken file that cannot be released yet stays, is not taken again, and is
+// released at a later rescan once possible.
+func TestReleaseRetried(t *testing.T) {
+	root := t.TempDir()
+	sp := openSpool(t, spool.Options{})
+	done := filepath.Join(t.TempDir(), "done")
+	writeFile(t, done, []byte("a file where the move target folder should be"))
+	writeFile(t, filepath.Join(root, "sub/a.hl7"), []byte("MSH|a"))
+	opts := testOptions(t, root)
+	opts.After = "move:" + done
+	opts.Rescan = 200 * time.Millisecond
+	r := startSource(t, opts, sp)
+	waitItem(t, sp, "sub/a.hl7", spool.StateReceived)
+	waitScans(t, r, 3)
+	if n := len(itemsFor(t, sp, "sub/a.hl7")); n != 1 || !exists(filepath.Join(root, "sub/a.hl7")) {
+		t.Fatalf("%d items; want 1 and the file still there", n)
+	}
+	if err := os.Remove(done); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "moved", func() bool { return exists(filepath.Join(done, "sub/a.hl7")) })
+	if n := len(itemsFor(t, sp, "sub/a.hl7")); n != 1 || !gone(filepath.Join(root, "sub/a.hl7")) {
+		t.Fatalf("%d items, want 1", n)
+	}
 }
 
 // Without a watcher (network share) rescans find files present and added later.

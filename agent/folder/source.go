@@ -64,6 +64,8 @@ type Source struct {
 	watched    map[string]bool       // absolute folder paths with a watch
 	pending    map[string]*candidate // by slash-separated path relative to root
 	known      map[string]string     // rel -> fingerprint of a state already dealt with
+	stuck      map[string]stuck      // rel -> dealt with, but not yet released / moved aside
+	warned     map[string]bool       // unreadable entries already logged at warn
 	rootReal   string                // root with symlinks resolved, "" while unavailable
 	rootErr    bool                  // the root was unavailable at the last scan
 	fullLogged time.Time
@@ -115,6 +117,8 @@ func New(opts Options, sp Spool) (*Source, error) {
 		watched: map[string]bool{},
 		pending: map[string]*candidate{},
 		known:   map[string]string{},
+		stuck:   map[string]stuck{},
+		warned:  map[string]bool{},
 	}
 	if dir, ok := strings.CutPrefix(opts.After, "move:"); ok {
 		if s.move, err = filepath.Abs(dir); err != nil {
@@ -328,6 +332,7 @@ func (s *Source) fullScan(ctx context.Context) {
 			s.unwatch(d)
 		}
 	}
+	s.retryStuck()
 	s.count(func(st *Stats) { st.LastScan = s.now() })
 }
 
@@ -335,15 +340,28 @@ func (s *Source) fullScan(ctx context.Context) {
 // nothing created meanwhile is missed. It reports false if ctx ended or dir was unreadable.
 func (s *Source) walk(ctx context.Context, dir string, files, dirs map[string]bool) bool {
 	complete := true
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	start := dir
+	if dir == s.root && !strings.HasSuffix(dir, string(filepath.Separator)) {
+		// The root may be a symlink (/srv/lab -> /mnt/share/lab): a trailing separator
+		// makes the walk enter it. Links below the root are never followed.
+		start = dir + string(filepath.Separator)
+	}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		p = filepath.Clean(p)
 		if err != nil {
 			if p == dir {
 				return err
 			}
-			s.log.Warn("folder: cannot read an entry, will try again", "file", ref(s.relOr(p)), "err", errKind(err))
+			lvl := slog.LevelWarn
+			if s.warned[p] {
+				lvl = slog.LevelDebug // once at warn, not at every rescan
+			} else if len(s.warned) < 10000 {
+				s.warned[p] = true
+			}
+			s.log.Log(ctx, lvl, "folder: cannot read an entry, will try again", "file", ref(s.relOr(p)), "err", errKind(err))
 			if d != nil && d.IsDir() {
 				return fs.SkipDir
 			}
@@ -457,6 +475,7 @@ func (s *Source) touch(ctx context.Context, p string) {
 func (s *Source) forgetTree(p, rel string) {
 	delete(s.pending, rel)
 	delete(s.known, rel)
+	delete(s.stuck, rel)
 	if !s.watched[p] {
 		return
 	}
@@ -470,6 +489,7 @@ func (s *Source) forgetTree(p, rel string) {
 	for r := range s.known {
 		if strings.HasPrefix(r, prefix) {
 			delete(s.known, r)
+			delete(s.stuck, r)
 		}
 	}
 }

@@ -100,6 +100,8 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 			s.reject(ctx, p, rel, fi, size, s.tooLarge(size))
 		case errors.Is(err, fs.ErrNotExist):
 			delete(s.pending, rel)
+		case isBusy(err):
+			c.retryAt = s.now().Add(s.opts.Settle)
 		case errors.Is(err, fs.ErrPermission):
 			s.reject(ctx, p, rel, fi, fi.Size(), "file cannot be read: permission denied")
 		default:
@@ -125,10 +127,44 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		return
 	}
 	if err := s.release(p, rel, it.ID, fp); err != nil {
-		// Taken, but still there: don't take it again as long as it is unchanged.
-		s.log.Error("folder: file is in the spool but could not be released from the folder",
+		// Taken, but still there: don't take it again as long as it is unchanged, and
+		// try again at each rescan (a virus scanner may hold it for a moment).
+		s.log.Error("folder: file is in the spool but could not be released from the folder, will try again",
 			"id", it.ID, "file", ref(rel), "after", afterKind(s.opts.After), "err", redact(err, p))
 		s.known[rel] = fp
+		s.stuck[rel] = stuck{fp: fp, id: it.ID}
+	}
+}
+
+// stuck is a file dealt with in the spool (taken or rejected) that could not be
+// released or moved aside yet.
+type stuck struct {
+	fp, id string
+	reason string // "" for a taken file; for a rejected one, why
+}
+
+// retryStuck tries again to release or move aside what could not be before. A file
+// that changed meanwhile is new work and was already found as such by the scan.
+func (s *Source) retryStuck() {
+	for rel, st := range s.stuck {
+		p := s.abs(rel)
+		fi, err := os.Lstat(p)
+		if err != nil || fingerprint(rel, fi) != st.fp {
+			delete(s.stuck, rel)
+			continue
+		}
+		if st.reason != "" {
+			_, err = s.moveAside(p, rel, st.id, st.reason)
+		} else {
+			err = s.release(p, rel, st.id, st.fp)
+		}
+		if err != nil {
+			s.log.Debug("folder: still cannot release file", "id", st.id, "path", rel, "err", err)
+			continue
+		}
+		s.log.Info("folder: file released after all", "id", st.id, "file", ref(rel))
+		delete(s.stuck, rel)
+		delete(s.known, rel)
 	}
 }
 
@@ -182,9 +218,11 @@ func (s *Source) reject(ctx context.Context, p, rel string, fi fs.FileInfo, size
 	if err != nil {
 		// Recorded, but it could not be moved: remember it so it is not rejected on
 		// every scan (in keep mode the spool remembers it across restarts too).
-		s.log.Error("folder: rejected file could not be moved aside; it stays in the folder",
+		s.log.Error("folder: rejected file could not be moved aside; it stays in the folder, will try again",
 			"id", it.ID, "file", ref(rel), "err", redact(err, p))
-		s.known[rel] = fingerprint(rel, fi)
+		fp := fingerprint(rel, fi)
+		s.known[rel] = fp
+		s.stuck[rel] = stuck{fp: fp, id: it.ID, reason: reason}
 		return
 	}
 	s.log.Debug("folder: rejected file moved aside", "id", it.ID, "path", rel, "to", dst)

@@ -97,6 +97,23 @@ func TestUnreadableFolder(t *testing.T) {
 	waitItem(t, sp, "open/y.txt", spool.StateReceived)
 }
 
+// The watched path itself may be a symlink (/srv/lab -> /mnt/share/lab).
+func TestSymlinkedRoot(t *testing.T) {
+	real := t.TempDir()
+	root := filepath.Join(t.TempDir(), "lab")
+	mustSymlink(t, real, root)
+	sp := openSpool(t, spool.Options{})
+	writeFile(t, filepath.Join(real, "sub/present.txt"), []byte("present"))
+	r := startSource(t, testOptions(t, root), sp)
+	waitItem(t, sp, "sub/present.txt", spool.StateReceived)
+	writeFile(t, filepath.Join(real, "later.txt"), []byte("later"))
+	waitItem(t, sp, "later.txt", spool.StateReceived)
+	waitFor(t, "deleted", func() bool { return gone(filepath.Join(real, "later.txt")) })
+	if st := r.Stats(); !st.Watching || st.Folders != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 func mustSymlink(t *testing.T, target, link string) {
 	t.Helper()
 	if err := os.Symlink(target, link); err != nil {
