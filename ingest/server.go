@@ -355,7 +355,7 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, who string) {
 			tusError(w, http.StatusInternalServerError, "ERR_INTERNAL_SERVER_ERROR", "looking up courier-id failed")
 			return
 		}
-		if existing != "" && s.answerExisting(w, r, existing) {
+		if existing != "" && s.answerExisting(w, r, existing, who) {
 			return
 		}
 	}
@@ -374,7 +374,7 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, who string) {
 // answerExisting answers a POST for a courier-id the server already holds
 // with that upload's Location and offset. It returns false if the upload
 // vanished meanwhile (then a new one is made).
-func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, id string) bool {
+func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, id, who string) bool {
 	up, err := s.store.GetUpload(r.Context(), id)
 	if err != nil {
 		return false
@@ -386,6 +386,11 @@ func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, id strin
 	if l := r.Header.Get("Upload-Length"); l != "" && !info.SizeIsDeferred && l != strconv.FormatInt(info.Size, 10) {
 		tusError(w, http.StatusConflict, "ERR_COURIER_ID_EXISTS",
 			fmt.Sprintf("courier-id already holds an upload of %d bytes, this one says %s", info.Size, l))
+		return true
+	}
+	if s.authRequired() && info.MetaData["agent"] != who {
+		s.metrics.authFailures.Inc()
+		tusError(w, http.StatusForbidden, "ERR_FORBIDDEN", "courier-id belongs to an upload of another agent")
 		return true
 	}
 	if d, _ := s.verifiedDigest(r.Context(), up, info); d != "" {

@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	clientCA := fs.String("client-ca", "", "CA (PEM) whose client certificates identify agents by CN; needs --tls-cert")
 	maxSize := fs.Int64("max-size", 0, "largest upload in bytes (0 = no limit)")
 	maxChunk := fs.Int64("max-chunk-size", ingest.DefaultMaxChunkSize, "largest chunk (one request body) in bytes")
-	expire := fs.Duration("expire-after", ingest.DefaultExpireAfter, "remove incomplete uploads untouched this long")
+	expire := fs.Duration("expire-after", ingest.DefaultExpireAfter, "remove incomplete uploads untouched this long (0 = never)")
 	logLevel := fs.String("log-level", "info", "debug | info | warn | error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -80,6 +80,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if *expire == 0 {
+		*expire = -1 // Options: negative = never
+	}
 	srv, err := ingest.New(ctx, ingest.Options{
 		Store:        *store,
 		BasePath:     *basePath,
