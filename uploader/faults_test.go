@@ -24,6 +24,8 @@ type faults struct {
 	notFound  int            // answer the next n HEADs with 404
 	answer    map[string]int // method -> status for every such request while set
 	noCheck   bool           // hide the checksum extension from OPTIONS
+	noDigest  bool           // remove Courier-Sha256 from every answer
+	down      bool           // close every connection at once (link down)
 	stalledCh chan struct{}  // gets a value when a PATCH is being held
 }
 
@@ -68,8 +70,15 @@ func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodHead:
 		notFound = take(&f.notFound)
 	}
-	noCheck := f.noCheck
+	noCheck, noDigest, down := f.noCheck, f.noDigest, f.down
 	f.mu.Unlock()
+
+	if down {
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
 
 	if r.Method == http.MethodPatch || r.Method == http.MethodPost {
 		r.Body = &countingBody{ReadCloser: r.Body, f: f}
@@ -108,6 +117,9 @@ func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.Set("Tus-Extension", strings.ReplaceAll(h.Get("Tus-Extension"), ",checksum", ""))
 			h.Del("Tus-Checksum-Algorithm")
 		}}
+	}
+	if noDigest {
+		w = &headerHook{ResponseWriter: w, before: func(h http.Header) { h.Del("Courier-Sha256") }}
 	}
 	f.next.ServeHTTP(w, r)
 }

@@ -467,6 +467,86 @@ func TestChangedContentQuarantines(t *testing.T) {
 	}
 }
 
+func TestLinkDownIsNotCounted(t *testing.T) {
+	e := newEnv(t)
+	data := payload(testChunk+10, 12)
+	it := e.add(data, "a")
+	e.faults.set(func(f *faults) { f.down = true })
+	u := e.uploader(e.options())
+	e.run(u)
+	poll(t, "an offline link", func() bool { return u.Link().State == LinkOffline })
+	got := e.wait(it.ID, spool.StateWaiting)
+	if got.Attempts != 0 {
+		t.Errorf("%d counted attempts while the link is down, want 0", got.Attempts)
+	}
+	// Many retries later the item is still only waiting, never quarantined.
+	poll(t, "several retries", func() bool {
+		_, requests, _ := e.faults.get()
+		return requests[http.MethodOptions] >= 12 // > MaxAttempts
+	})
+	if got := e.wait(it.ID, spool.StateWaiting, spool.StateUploading); got.Attempts != 0 {
+		t.Errorf("%d counted attempts after many link failures, want 0", got.Attempts)
+	}
+	e.faults.set(func(f *faults) { f.down = false })
+	e.checkStored(e.wait(it.ID, spool.StateVerified, spool.StateQuarantined), data)
+	poll(t, "the link ok again", func() bool { return u.Link().State == LinkOK })
+}
+
+func TestOnlyCourierSha256Verifies(t *testing.T) {
+	e := newEnv(t)
+	it := e.add(payload(2*testChunk, 13), "a")
+	e.faults.set(func(f *faults) { f.noDigest = true })
+	opts := e.options()
+	opts.Retry.MaxAttempts = 2
+	e.run(e.uploader(opts))
+	got := e.wait(it.ID, spool.StateQuarantined, spool.StateVerified)
+	if got.State != spool.StateQuarantined || !strings.Contains(got.Reason, "Courier-Sha256") {
+		t.Errorf("state %s reason %q: a complete upload without Courier-Sha256 must never verify", got.State, got.Reason)
+	}
+}
+
+func TestUnverifiedWithoutRequireWaits(t *testing.T) {
+	e := newEnv(t)
+	it := e.add(payload(2*testChunk, 14), "a")
+	e.faults.set(func(f *faults) { f.noDigest = true; f.noCheck = true })
+	opts := e.options()
+	opts.RequireVerification = false
+	opts.Retry.MaxAttempts = 2
+	e.run(e.uploader(opts))
+	poll(t, "several attempts", func() bool {
+		_, requests, _ := e.faults.get()
+		return requests[http.MethodHead] >= 4
+	})
+	got := e.wait(it.ID, spool.StateWaiting, spool.StateUploading)
+	if got.Attempts != 0 || got.State == spool.StateVerified {
+		t.Errorf("state %s attempts %d: want waiting, uncounted", got.State, got.Attempts)
+	}
+	if _, err := e.srv.object(it.ID); err != nil {
+		t.Errorf("the bytes should be at the server even so: %v", err)
+	}
+}
+
+func TestBandwidthLimitAndLeaseRenewal(t *testing.T) {
+	e := newEnv(t)
+	data := payload(3<<20, 15)
+	it := e.add(data, "a")
+	opts := e.options()
+	opts.BandwidthLimit = 3 << 19 // 3 MiB at 1.5 MiB/s: about 2 s
+	opts.LeaseTTL = time.Second
+	start := time.Now()
+	e.run(e.uploader(opts))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	// A lower bound only: a slow machine makes it slower, never faster.
+	if el := time.Since(start); el < 1500*time.Millisecond {
+		t.Errorf("3 MiB at 1.5 MiB/s took %s", el)
+	}
+	// The lease (1 s) was renewed throughout: the second worker never took the item over.
+	if got.Tries != 1 {
+		t.Errorf("item leased %d times, want 1", got.Tries)
+	}
+}
+
 func TestNewValidates(t *testing.T) {
 	for _, o := range []Options{{}, {Endpoint: "ftp://x/"}, {Endpoint: "http://x/", ChunkSize: -1}} {
 		if _, err := New((*spool.Spool)(nil), o); err == nil {
