@@ -26,6 +26,16 @@ func startS3(t *testing.T) *versitygwtest.Server {
 	return gw
 }
 
+func startS3Bench(b *testing.B) *versitygwtest.Server {
+	b.Helper()
+	gw := versitygwtest.Start(b)
+	for _, kv := range gw.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		b.Setenv(k, v)
+	}
+	return gw
+}
+
 func bucketKeys(t *testing.T, gw *versitygwtest.Server) []string {
 	t.Helper()
 	out, err := gw.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(gw.Bucket)})
