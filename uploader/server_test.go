@@ -36,7 +36,7 @@ func openTusServer(dir string, mods ...func(*ingest.Options)) (*tusServer, error
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if os.Getenv("UPLOADER_TEST_LOG") != "" {
-		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", "ingest")
 	}
 	for _, m := range mods {
 		m(&opts)

@@ -378,10 +378,11 @@ func (t *transfer) head(ctx context.Context) (bool, error) {
 // confirmed the digest, false when the upload is complete without confirmation.
 func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 	size := t.item.Size
-	stuck := 0 // errors in a row without progress
+	stuck := 0             // errors in a row without progress
+	stuckKind := failLater // failLink when the last of them was the network's
 	for t.offset < size {
 		if stuck > 3 {
-			return false, fail(failLink, "upload of %s makes no progress at offset %d", t.item.ID, t.offset)
+			return false, fail(stuckKind, "upload of %s makes no progress at offset %d", t.item.ID, t.offset)
 		}
 		off := t.offset
 		n := min(t.u.opts.ChunkSize, size-off)
@@ -397,7 +398,7 @@ func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 		}
 		r, err := t.u.send(ctx, http.MethodPatch, t.url, hdr, t.body(ctx, off, n), n)
 		if f, ok := errors.AsType[*failure](err); ok && f.kind == failLink {
-			stuck++
+			stuck, stuckKind = stuck+1, failLink
 			t.log.Info("chunk interrupted, asking the server for its offset", "offset", off, "err", err)
 			if verified, err := t.head(ctx); err != nil || verified {
 				return verified, err
@@ -411,7 +412,7 @@ func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 		case http.StatusNoContent, http.StatusOK:
 			newOff, err := strconv.ParseInt(r.header.Get("Upload-Offset"), 10, 64)
 			if err != nil || newOff <= off || newOff > size {
-				stuck++
+				stuck, stuckKind = stuck+1, failLater
 				if verified, err := t.head(ctx); err != nil || verified {
 					return verified, err
 				}
@@ -434,7 +435,7 @@ func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 				t.complete = false
 			}
 		case http.StatusConflict, http.StatusLocked:
-			stuck++
+			stuck, stuckKind = stuck+1, failLater
 			if r.code == http.StatusLocked {
 				if err := sleep(ctx, time.Duration(stuck)*200*time.Millisecond); err != nil {
 					return false, err

@@ -50,7 +50,11 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	msg := fmt.Sprintf("%s %s: %d %s", e.Method, e.URL, e.Code, http.StatusText(e.Code))
+	text := http.StatusText(e.Code)
+	if e.Code == 460 {
+		text = "Checksum Mismatch"
+	}
+	msg := fmt.Sprintf("%s %s: %d %s", e.Method, e.URL, e.Code, text)
 	if e.Body != "" {
 		msg += ": " + e.Body
 	}
@@ -154,6 +158,9 @@ func (u *Uploader) send(ctx context.Context, method, target string, hdr http.Hea
 	if err != nil {
 		if ctx.Err() != nil {
 			return reply{}, context.Cause(ctx)
+		}
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err // it repeats method and URL
 		}
 		if errors.Is(context.Cause(rctx), errStalled) {
 			err = fmt.Errorf("no progress for %s", timeout)

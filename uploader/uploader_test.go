@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -76,7 +77,16 @@ func (e *env) options() Options {
 		AgentID:             "clinic-test",
 		Client:              e.client,
 		RequestTimeout:      30 * time.Second,
+		Logger:              testLogger(),
 	}
+}
+
+// testLogger is silent unless UPLOADER_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("UPLOADER_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 func (e *env) uploader(opts Options) *Uploader {
