@@ -73,7 +73,10 @@ func parseUploadChecksum(header string) (chunkChecksum, error) {
 type heldChunk struct {
 	mem  *bytes.Reader
 	file *os.File
-	size int64
+	// leftover is the temp file's name when it could not be unlinked while
+	// open (Windows): Close removes it.
+	leftover string
+	size     int64
 }
 
 // holdChunk reads body (at most limit bytes) while hashing it, and returns
@@ -94,7 +97,9 @@ func holdChunk(body io.Reader, sum chunkChecksum, limit int64, tempDir string) (
 		}
 		// Unlinked at once: the open descriptor keeps the bytes, and a crash
 		// leaves nothing behind.
-		_ = os.Remove(f.Name())
+		if os.Remove(f.Name()) != nil {
+			held.leftover = f.Name()
+		}
 		held.file = f
 		if _, err := f.Write(mem.Bytes()); err != nil {
 			held.Close()
@@ -136,6 +141,9 @@ func (c *heldChunk) Close() error {
 		err := c.file.Close()
 		c.file = nil
 		c.mem = bytes.NewReader(nil)
+		if c.leftover != "" {
+			_ = os.Remove(c.leftover)
+		}
 		return err
 	}
 	return nil

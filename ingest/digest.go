@@ -6,7 +6,6 @@ import (
 	"encoding"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -94,6 +93,13 @@ func (d *digests) save(ctx context.Context, id string, st *digestState) error {
 		return fmt.Errorf("save digest state of %s: %w", id, err)
 	}
 	return nil
+}
+
+// evict drops id from memory only (the persisted state stays).
+func (d *digests) evict(id string) {
+	d.mu.Lock()
+	delete(d.m, id)
+	d.mu.Unlock()
 }
 
 func (d *digests) forget(ctx context.Context, id string) error {
@@ -274,10 +280,13 @@ func (s *Server) verify(ctx context.Context, up handler.Upload, info handler.Fil
 		s.metrics.verified.Inc()
 		s.log.Info("upload verified", "id", info.ID, "size", info.Size, "sha256", got)
 	}
+	// A complete upload needs nothing in memory: HEADs read the state.
+	s.digests.evict(info.ID)
+	s.owners.Delete(info.ID)
 	return got, nil
 }
 
-// isVerified reports the verified digest of a complete upload, checking it
+// verifiedDigest reports the verified digest of a complete upload, checking it
 // first if a crash came between completion and verification.
 func (s *Server) verifiedDigest(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, error) {
 	if info.SizeIsDeferred || info.Offset != info.Size || info.MetaData["sha256"] == "" {
@@ -291,4 +300,3 @@ func (s *Server) verifiedDigest(ctx context.Context, up handler.Upload, info han
 }
 
 var _ handler.DataStore = trackedStore{}
-var _ = errors.Is

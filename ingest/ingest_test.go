@@ -432,3 +432,53 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+func TestTerminationRemovesEverything(t *testing.T) {
+	ts := startServer(t, Options{})
+	u := newUpload(10_000)
+	loc := ts.create(u)
+	ts.sendChunks(loc, upload{data: u.data[:5000]}, 0, 5000, "sha256")
+	req, _ := http.NewRequest(http.MethodDelete, loc, nil)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	if st := ts.do(req).StatusCode; st != http.StatusNoContent {
+		t.Fatalf("DELETE: %d, want 204", st)
+	}
+	entries, _ := os.ReadDir(ts.dir)
+	if len(entries) != 0 {
+		t.Fatalf("%d files left after termination", len(entries))
+	}
+}
+
+func TestStoreURLs(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, c := range []struct {
+		store, dir string
+	}{
+		{"", "var/objects"},
+		{"file://./var/objects", "var/objects"},
+		{"file://rel/dir", "rel/dir"},
+	} {
+		srv, err := New(context.Background(), Options{Store: c.store, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatalf("%q: %v", c.store, err)
+		}
+		srv.Close()
+		if fi, err := os.Stat(c.dir); err != nil || !fi.IsDir() {
+			t.Errorf("%q: directory %s not made: %v", c.store, c.dir, err)
+		}
+	}
+	abs := filepath.Join(t.TempDir(), "objects")
+	srv, err := New(context.Background(), Options{Store: "file://" + abs, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	if _, err := os.Stat(abs); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"ftp://x", "s3://", "file://"} {
+		if _, err := New(context.Background(), Options{Store: bad, Logger: testLogger(t)}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
