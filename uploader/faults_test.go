@@ -1,6 +1,9 @@
 package uploader
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"strings"
@@ -17,7 +20,10 @@ type faults struct {
 	sent      int64          // PATCH and POST body bytes read from the client
 	requests  map[string]int // per method
 	metadata  []string       // Upload-Metadata of every POST
+	algoUsed  map[string]int // algorithm of every Upload-Checksum header
 	corrupt   int            // flip a byte in the next n PATCH bodies
+	forge     int            // flip a byte in the next n PATCH bodies and fix Upload-Checksum to match
+	algos     string         // replace Tus-Checksum-Algorithm in OPTIONS answers ("" = leave)
 	fail      int            // answer the next n PATCHes with 500
 	drop      int            // close the connection halfway through the next n PATCH bodies
 	stall     int            // hold the next n PATCHes until the client gives up
@@ -30,7 +36,8 @@ type faults struct {
 }
 
 func newFaults(next http.Handler) *faults {
-	return &faults{next: next, requests: map[string]int{}, answer: map[string]int{}, stalledCh: make(chan struct{}, 16)}
+	return &faults{next: next, requests: map[string]int{}, answer: map[string]int{}, algoUsed: map[string]int{},
+		stalledCh: make(chan struct{}, 16)}
 }
 
 func (f *faults) set(fn func(f *faults)) {
@@ -62,15 +69,18 @@ func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		f.metadata = append(f.metadata, r.Header.Get("Upload-Metadata"))
 	}
+	if algo, _, ok := strings.Cut(r.Header.Get("Upload-Checksum"), " "); ok {
+		f.algoUsed[algo]++
+	}
 	code := f.answer[r.Method]
-	var corrupt, fail, drop, stall, notFound bool
+	var corrupt, forge, fail, drop, stall, notFound bool
 	switch r.Method {
 	case http.MethodPatch:
-		corrupt, fail, drop, stall = take(&f.corrupt), take(&f.fail), take(&f.drop), take(&f.stall)
+		corrupt, forge, fail, drop, stall = take(&f.corrupt), take(&f.forge), take(&f.fail), take(&f.drop), take(&f.stall)
 	case http.MethodHead:
 		notFound = take(&f.notFound)
 	}
-	noCheck, noDigest, down := f.noCheck, f.noDigest, f.down
+	noCheck, noDigest, down, algos := f.noCheck, f.noDigest, f.down, f.algos
 	f.mu.Unlock()
 
 	if down {
@@ -111,6 +121,19 @@ func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if corrupt {
 		r.Body = &flipBody{ReadCloser: r.Body, at: 100}
+	}
+	if forge {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		body[len(body)/2] ^= 0xff
+		sum := sha256.Sum256(body)
+		r.Header.Set("Upload-Checksum", "sha256 "+base64.StdEncoding.EncodeToString(sum[:]))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	if algos != "" && r.Method == http.MethodOptions {
+		w = &headerHook{ResponseWriter: w, before: func(h http.Header) { h.Set("Tus-Checksum-Algorithm", algos) }}
 	}
 	if noCheck && r.Method == http.MethodOptions {
 		w = &headerHook{ResponseWriter: w, before: func(h http.Header) {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -251,6 +252,26 @@ func (t *transfer) verifiedBy(h http.Header) (bool, error) {
 		ErrChecksumMismatch, got, t.item.ID, t.item.SHA256)}
 }
 
+// wholeFileMismatch decides what the server's whole-file 460 means. If the
+// spooled bytes no longer have the item's SHA-256 (a disk fault, a change under
+// us), sending them again cannot help: quarantine. Otherwise the bytes were spoilt
+// on the way in a way the chunk checksums missed: a counted retry from scratch.
+func (t *transfer) wholeFileMismatch(f *failure) error {
+	h := sha256.New()
+	if t.buf == nil {
+		t.buf = make([]byte, 64<<10)
+	}
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(t.f, 0, t.item.Size), t.buf); err != nil {
+		return fail(failLater, "read spooled content of %s: %w", t.item.ID, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != t.item.SHA256 {
+		return &failure{kind: failFile, err: fmt.Errorf("%w: spooled content of %s has SHA-256 %s, recorded %s: it changed after intake",
+			ErrChecksumMismatch, t.item.ID, got, t.item.SHA256)}
+	}
+	f.err = fmt.Errorf("whole file: %w", f.err)
+	return f
+}
+
 // metadata builds Upload-Metadata: keys sorted, values base64.
 func (t *transfer) metadata() string {
 	kv := map[string]string{
@@ -307,7 +328,11 @@ func (t *transfer) create(ctx context.Context) (bool, error) {
 			// The endpoint itself is wrong: no file is at fault.
 			return false, fail(failPaused, "create upload at %s: %w", t.u.endpoint, &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body})
 		}
-		return false, r.classify()
+		f := r.classify()
+		if r.code == 460 && inline {
+			return false, t.wholeFileMismatch(f)
+		}
+		return false, f
 	}
 	loc := r.header.Get("Location")
 	if loc == "" {
@@ -455,7 +480,7 @@ func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 					if ferr := t.forget(ctx); ferr != nil {
 						return false, ferr
 					}
-					f.err = fmt.Errorf("whole file: %w", f.err)
+					return false, t.wholeFileMismatch(f)
 				}
 			}
 			// The chunk is resent by the next attempt, which resumes at the server's offset.

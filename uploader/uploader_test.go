@@ -293,6 +293,59 @@ func TestCorruptChunkIsResent(t *testing.T) {
 	}
 }
 
+func TestWholeFileMismatchUploadsAgain(t *testing.T) {
+	e := newEnv(t)
+	data := payload(3*testChunk+7, 16)
+	it := e.add(data, "a")
+	// A broken middlebox spoils a chunk and forges a matching chunk checksum: only
+	// the server's whole-file SHA-256 can notice.
+	e.faults.set(func(f *faults) { f.forge = 1 })
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	if got.Attempts != 1 {
+		t.Errorf("%d counted attempts, want 1", got.Attempts)
+	}
+	if _, requests, _ := e.faults.get(); requests[http.MethodPost] != 2 {
+		t.Errorf("%d POSTs, want 2: after a whole-file mismatch the file is uploaded again from scratch", requests[http.MethodPost])
+	}
+}
+
+func TestSHA1WhenServerLacksSHA256(t *testing.T) {
+	e := newEnv(t)
+	data := payload(2*testChunk+3, 17)
+	it := e.add(data, "a")
+	e.faults.set(func(f *faults) { f.algos = "sha1,md5"; f.corrupt = 1 })
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	if got.Attempts != 1 {
+		t.Errorf("%d counted attempts, want 1: the server's sha1 check must catch the flipped byte", got.Attempts)
+	}
+	e.faults.mu.Lock()
+	defer e.faults.mu.Unlock()
+	if e.faults.algoUsed["sha1"] == 0 || e.faults.algoUsed["sha256"] != 0 {
+		t.Errorf("Upload-Checksum algorithms used: %v, want sha1 only", e.faults.algoUsed)
+	}
+}
+
+func TestManyItemsConcurrently(t *testing.T) {
+	e := newEnv(t)
+	opts := e.options()
+	opts.Concurrency = 4
+	var items []*spool.Item
+	for i := range 24 {
+		items = append(items, e.add(payload(i*40<<10, uint64(100+i)), fmt.Sprint(i)))
+	}
+	e.run(e.uploader(opts))
+	for i, it := range items {
+		e.checkStored(e.wait(it.ID, spool.StateVerified, spool.StateQuarantined), payload(i*40<<10, uint64(100+i)))
+	}
+	if _, requests, _ := e.faults.get(); requests[http.MethodPost] != len(items) {
+		t.Errorf("%d POSTs for %d items", requests[http.MethodPost], len(items))
+	}
+}
+
 func TestServerErrorsAreCounted(t *testing.T) {
 	e := newEnv(t)
 	data := payload(1<<20+5, 3)
@@ -455,8 +508,14 @@ func TestServerWithoutChecksumWaits(t *testing.T) {
 }
 
 func TestChangedContentQuarantines(t *testing.T) {
+	for _, size := range []int{1000, 3 * testChunk} { // in the POST, and by PATCH
+		t.Run(fmt.Sprint(size), func(t *testing.T) { testChangedContent(t, size) })
+	}
+}
+
+func testChangedContent(t *testing.T, size int) {
 	e := newEnv(t)
-	data := payload(3*testChunk, 11)
+	data := payload(size, 11)
 	it := e.add(data, "a")
 	// The spooled bytes change under us (disk fault): every chunk checks out, the
 	// whole file never does.
@@ -465,12 +524,13 @@ func TestChangedContentQuarantines(t *testing.T) {
 	if err := os.WriteFile(e.spool.ContentPath(it.ID), bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	opts := e.options()
-	opts.Retry.MaxAttempts = 3
-	e.run(e.uploader(opts))
+	e.run(e.uploader(e.options()))
 	got := e.wait(it.ID, spool.StateQuarantined, spool.StateVerified)
-	if got.State != spool.StateQuarantined || !strings.Contains(got.Reason, "checksum mismatch") {
-		t.Fatalf("state %s reason %q, want quarantined for checksum mismatch", got.State, got.Reason)
+	if got.State != spool.StateQuarantined || !strings.Contains(got.Reason, "changed after intake") {
+		t.Fatalf("state %s reason %q, want quarantined: content changed after intake", got.State, got.Reason)
+	}
+	if got.Attempts != 0 {
+		t.Errorf("%d counted attempts: the first whole-file mismatch should quarantine", got.Attempts)
 	}
 	if _, err := e.srv.object(it.ID); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("server still holds the bad object: %v", err)
