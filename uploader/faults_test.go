@@ -27,6 +27,7 @@ type faults struct {
 	fail      int            // answer the next n PATCHes with 500
 	drop      int            // close the connection halfway through the next n PATCH bodies
 	stall     int            // hold the next n PATCHes until the client gives up
+	lose      int            // let the server handle the next n PATCHes, then cut the connection before the answer
 	notFound  int            // answer the next n HEADs with 404
 	answer    map[string]int // method -> status for every such request while set
 	noCheck   bool           // hide the checksum extension from OPTIONS
@@ -73,10 +74,11 @@ func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.algoUsed[algo]++
 	}
 	code := f.answer[r.Method]
-	var corrupt, forge, fail, drop, stall, notFound bool
+	var corrupt, forge, fail, drop, stall, lose, notFound bool
 	switch r.Method {
 	case http.MethodPatch:
 		corrupt, forge, fail, drop, stall = take(&f.corrupt), take(&f.forge), take(&f.fail), take(&f.drop), take(&f.stall)
+		lose = take(&f.lose)
 	case http.MethodHead:
 		notFound = take(&f.notFound)
 	}
@@ -141,6 +143,13 @@ func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.Del("Tus-Checksum-Algorithm")
 		}}
 	}
+	if lose {
+		f.next.ServeHTTP(&lostAnswer{header: http.Header{}}, r)
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
 	if noDigest {
 		w = &headerHook{ResponseWriter: w, before: func(h http.Header) { h.Del("Courier-Sha256") }}
 	}
@@ -199,3 +208,10 @@ func (h *headerHook) Write(b []byte) (int, error) {
 }
 
 func (h *headerHook) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// lostAnswer swallows an answer that never reaches the client.
+type lostAnswer struct{ header http.Header }
+
+func (l *lostAnswer) Header() http.Header         { return l.header }
+func (l *lostAnswer) Write(b []byte) (int, error) { return len(b), nil }
+func (l *lostAnswer) WriteHeader(int)             {}

@@ -395,6 +395,25 @@ func TestDroppedConnectionResumes(t *testing.T) {
 	}
 }
 
+func TestLostAnswersResumeByHead(t *testing.T) {
+	e := newEnv(t)
+	data := payload(2*testChunk, 18)
+	it := e.add(data, "a")
+	// The server stores both chunks (and verifies the file) but neither answer
+	// arrives: HEAD tells the true offset, then the digest.
+	e.faults.set(func(f *faults) { f.lose = 2 })
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+	sent, requests, _ := e.faults.get()
+	if sent != int64(len(data)) || got.Attempts != 0 {
+		t.Errorf("sent %d bytes for %d, %d counted attempts: want nothing resent, nothing counted", sent, len(data), got.Attempts)
+	}
+	if requests[http.MethodPatch] != 2 || requests[http.MethodHead] != 2 {
+		t.Errorf("requests %v, want 2 PATCH and 2 HEAD", requests)
+	}
+}
+
 func TestUnauthorizedPausesLink(t *testing.T) {
 	tokens := filepath.Join(t.TempDir(), "tokens")
 	if err := os.WriteFile(tokens, []byte("clinic-test s3cret\n"), 0o600); err != nil {
