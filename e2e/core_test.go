@@ -157,7 +157,7 @@ func TestSettleAndOddFiles(t *testing.T) {
 func TestCrashMidUpload(t *testing.T) {
 	skipOnWindows(t)
 	in := startIngest(t, t.TempDir(), "")
-	px := startProxy(t, in.url())
+	px := startProxy(t, "http://"+in.addr)
 	const size = 12 << 20
 	const chunkSize = 1 << 20
 	e := newEnv(t, agentConf{Endpoint: px.url(), Chunk: "1MiB", Bandwidth: "3MiB"})
@@ -195,7 +195,7 @@ func TestCrashMidUpload(t *testing.T) {
 // chunk checksum (460), the chunk is sent again, and the object is right.
 func TestCorruptedChunkIsResent(t *testing.T) {
 	in := startIngest(t, t.TempDir(), "")
-	px := startProxy(t, in.url())
+	px := startProxy(t, "http://"+in.addr)
 	e := newEnv(t, agentConf{Endpoint: px.url(), Chunk: "256KiB"})
 	body := randBytes(3<<20, 11)
 	px.corruptNext.Store(true)

@@ -110,11 +110,43 @@ func TestHL7ResendAndCorrection(t *testing.T) {
 	if len(changed.Data.FHIR) == 0 || !strings.Contains(string(changed.Data.FHIR), "DocumentReference") {
 		t.Errorf("verified HL7 event has no FHIR DocumentReference: %s", changed.raw)
 	}
+	pid := pid3(msg)
+	if pid == "" {
+		t.Fatal("corpus message has no PID-3")
+	}
 	for _, ev := range e.readEvents() {
-		if pid := pid3(msg); pid != "" && strings.Contains(ev.raw, pid) {
-			t.Errorf("event %s contains the raw patient id %q", ev.ID, pid)
+		var doc any
+		json.Unmarshal([]byte(ev.raw), &doc)
+		if v := findString(doc, pid); v != "" {
+			t.Errorf("event %s carries the raw patient id %q in value %q", ev.ID, pid, v)
 		}
 	}
+}
+
+// findString returns a string value in a JSON document that equals or holds the
+// identifier as a ^-separated component (how HL7 ids travel), "" if none.
+func findString(doc any, id string) string {
+	switch v := doc.(type) {
+	case string:
+		for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == '^' || r == '|' || r == '&' }) {
+			if part == id {
+				return v
+			}
+		}
+	case map[string]any:
+		for _, x := range v {
+			if s := findString(x, id); s != "" {
+				return s
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if s := findString(x, id); s != "" {
+				return s
+			}
+		}
+	}
+	return ""
 }
 
 func mustRead(t *testing.T, p string) []byte {
