@@ -1,6 +1,7 @@
 package folder
 
 import (
+	"container/heap"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -63,6 +64,7 @@ type Source struct {
 	watcher    *fsnotify.Watcher
 	watched    map[string]bool       // absolute folder paths with a watch
 	pending    map[string]*candidate // by slash-separated path relative to root
+	queue      dueQueue              // when pending candidates are due
 	known      map[string]string     // rel -> fingerprint of a state already dealt with
 	stuck      map[string]stuck      // rel -> dealt with, but not yet released / moved aside
 	warned     map[string]bool       // unreadable entries already logged at warn
@@ -174,10 +176,15 @@ func (s *Source) Run(ctx context.Context) error {
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 	scanNow := true
+	var scanAt, lastScan, errLogged time.Time // scanAt: a rescan asked for by a watcher error
 	dirty := map[string]bool{}
 	for {
+		if !scanAt.IsZero() && !s.now().Before(scanAt) {
+			scanNow, scanAt = true, time.Time{}
+		}
 		if scanNow {
 			scanNow = false
+			lastScan = s.now()
 			s.fullScan(ctx)
 		}
 		s.touchAll(ctx, dirty)
@@ -187,7 +194,11 @@ func (s *Source) Run(ctx context.Context) error {
 			return nil
 		}
 		s.updateStats()
-		wake.Reset(s.nextWake())
+		next := s.nextWake()
+		if !scanAt.IsZero() {
+			next = min(next, max(scanAt.Sub(s.now()), 0))
+		}
+		wake.Reset(next)
 
 		select {
 		case <-ctx.Done():
@@ -220,30 +231,81 @@ func (s *Source) Run(ctx context.Context) error {
 				errs = nil
 				continue
 			}
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				s.log.Info("folder: watcher queue overflowed, rescanning")
-			} else {
-				s.log.Warn("folder: watcher error, rescanning", "err", err)
+			lvl := slog.LevelDebug
+			if now := s.now(); now.Sub(errLogged) >= time.Minute {
+				lvl, errLogged = slog.LevelWarn, now
 			}
-			scanNow = true
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				s.log.Log(ctx, lvl, "folder: watcher queue overflowed, rescanning")
+			} else {
+				s.log.Log(ctx, lvl, "folder: watcher error, rescanning", "err", err)
+			}
+			// Rescan now, but not more than once a second however fast errors come.
+			if scanAt.IsZero() {
+				scanAt = lastScan.Add(time.Second)
+				if now := s.now(); scanAt.Before(now) {
+					scanAt = now
+				}
+			}
 		}
 	}
 }
 
 // nextWake is how long until the earliest candidate is due.
 func (s *Source) nextWake() time.Duration {
-	if len(s.pending) == 0 {
-		return time.Hour
-	}
-	var first time.Time
-	for _, c := range s.pending {
-		if d := c.due(s.opts.Settle); first.IsZero() || d.Before(first) {
-			first = d
+	for len(s.queue) > 0 {
+		e := s.queue[0]
+		if c := s.pending[e.rel]; c != nil && c.due(s.opts.Settle).Equal(e.at) {
+			// A little slack so a check right at the deadline sees it passed.
+			return max(e.at.Sub(s.now()), 0) + 10*time.Millisecond
 		}
+		heap.Pop(&s.queue) // stale: the candidate changed, went, or was rescheduled
 	}
-	d := first.Sub(s.now())
-	// A little slack so a check right at the deadline sees it passed.
-	return max(d, 0) + 10*time.Millisecond
+	return time.Hour
+}
+
+// track starts the settling of a new candidate.
+func (s *Source) track(rel string, fi fs.FileInfo) {
+	c := &candidate{size: fi.Size(), mtime: fi.ModTime(), stable: s.now()}
+	s.pending[rel] = c
+	s.schedule(rel, c)
+}
+
+// changed restarts the settling of a candidate whose size or mtime changed.
+func (s *Source) changed(rel string, c *candidate, fi fs.FileInfo) {
+	c.size, c.mtime, c.stable, c.retryAt = fi.Size(), fi.ModTime(), s.now(), time.Time{}
+	s.schedule(rel, c)
+}
+
+// retryIn looks at a candidate again after d at the earliest (spool full, file locked).
+func (s *Source) retryIn(rel string, c *candidate, d time.Duration) {
+	c.retryAt = s.now().Add(d)
+	s.schedule(rel, c)
+}
+
+func (s *Source) schedule(rel string, c *candidate) {
+	heap.Push(&s.queue, dueEntry{at: c.due(s.opts.Settle), rel: rel})
+}
+
+// dueQueue orders candidates by when they are due. Entries are not updated in place:
+// a changed candidate gets a new entry and the old one is dropped as stale when it
+// comes up, so a file rewritten many times costs no search.
+type dueQueue []dueEntry
+
+type dueEntry struct {
+	at  time.Time
+	rel string
+}
+
+func (q dueQueue) Len() int           { return len(q) }
+func (q dueQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *dueQueue) Push(x any)        { *q = append(*q, x.(dueEntry)) }
+func (q *dueQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
 }
 
 func (s *Source) updateStats() {
@@ -540,13 +602,13 @@ func (s *Source) consider(ctx context.Context, p, rel string, fi fs.FileInfo) {
 				return
 			}
 		}
-		s.pending[rel] = &candidate{size: fi.Size(), mtime: fi.ModTime(), stable: s.now()}
+		s.track(rel, fi)
 		s.count(func(st *Stats) { st.Seen++ })
 		s.log.Debug("folder: new file", "path", rel, "file", ref(rel), "size", fi.Size())
 		return
 	}
 	if c.size != fi.Size() || !c.mtime.Equal(fi.ModTime()) {
-		c.size, c.mtime, c.stable, c.retryAt = fi.Size(), fi.ModTime(), s.now(), time.Time{}
+		s.changed(rel, c, fi)
 	}
 }
 
@@ -586,29 +648,24 @@ func (s *Source) linkInside(p string) bool {
 	return err == nil && r != ".." && !strings.HasPrefix(r, ".."+string(filepath.Separator)) && !filepath.IsAbs(r)
 }
 
-// checkDue takes every candidate whose settle time has passed, oldest first.
+// checkDue takes every candidate whose settle time has passed, in the order they
+// became due.
 func (s *Source) checkDue(ctx context.Context) {
 	now := s.now()
 	var due []string
-	for rel, c := range s.pending {
-		if !c.due(s.opts.Settle).After(now) {
-			due = append(due, rel)
+	for len(s.queue) > 0 && !s.queue[0].at.After(now) {
+		e := heap.Pop(&s.queue).(dueEntry)
+		if c := s.pending[e.rel]; c != nil && c.due(s.opts.Settle).Equal(e.at) {
+			due = append(due, e.rel)
 		}
 	}
-	sort.Slice(due, func(i, j int) bool {
-		a, b := s.pending[due[i]], s.pending[due[j]]
-		if !a.stable.Equal(b.stable) {
-			return a.stable.Before(b.stable)
-		}
-		return due[i] < due[j]
-	})
 	for _, rel := range due {
 		if ctx.Err() != nil {
 			return
 		}
 		c := s.pending[rel]
-		if c == nil {
-			continue
+		if c == nil || c.due(s.opts.Settle).After(now) {
+			continue // taken, gone or rescheduled meanwhile (or listed twice)
 		}
 		p := s.abs(rel)
 		fi, err := os.Lstat(p)
@@ -616,7 +673,7 @@ func (s *Source) checkDue(ctx context.Context) {
 			if errors.Is(err, fs.ErrNotExist) {
 				delete(s.pending, rel)
 			} else {
-				c.retryAt = s.now().Add(s.opts.Settle)
+				s.retryIn(rel, c, s.opts.Settle)
 			}
 			continue
 		}
@@ -626,7 +683,7 @@ func (s *Source) checkDue(ctx context.Context) {
 			continue
 		}
 		if c.size != fi.Size() || !c.mtime.Equal(fi.ModTime()) {
-			c.size, c.mtime, c.stable, c.retryAt = fi.Size(), fi.ModTime(), s.now(), time.Time{}
+			s.changed(rel, c, fi)
 			continue
 		}
 		s.take(ctx, p, rel, c, fi)

@@ -53,12 +53,12 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		case isBusy(err):
 			// Still open for writing elsewhere (Windows sharing violation): not yet.
 			s.log.Debug("folder: file is locked by another program, waiting", "path", rel, "file", ref(rel))
-			c.retryAt = s.now().Add(s.opts.Settle)
+			s.retryIn(rel, c, s.opts.Settle)
 		case errors.Is(err, fs.ErrPermission):
 			s.reject(ctx, p, rel, fi, fi.Size(), "file cannot be read: permission denied")
 		default:
 			s.log.Warn("folder: cannot open file, will try again", "file", ref(rel), "err", errKind(err))
-			c.retryAt = s.now().Add(s.opts.Rescan)
+			s.retryIn(rel, c, s.opts.Rescan)
 		}
 		return
 	}
@@ -68,7 +68,7 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		has, err := s.sp.HasFingerprint(ctx, s.opts.Name, fp)
 		if err != nil {
 			s.log.Warn("folder: fingerprint lookup failed, will try again", "file", ref(rel), "err", redact(err, p))
-			c.retryAt = s.now().Add(s.opts.Rescan)
+			s.retryIn(rel, c, s.opts.Rescan)
 			return
 		}
 		if has {
@@ -86,7 +86,7 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		switch {
 		case ctx.Err() != nil:
 		case errors.Is(err, spool.ErrFull):
-			c.retryAt = s.now().Add(min(5*time.Second, s.opts.Rescan))
+			s.retryIn(rel, c, min(5*time.Second, s.opts.Rescan))
 			if now := s.now(); now.Sub(s.fullLogged) >= fullLogEvery {
 				s.fullLogged = now
 				s.log.Warn("folder: spool is full, leaving files in the folder until uploads make room",
@@ -101,7 +101,7 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		case errors.Is(err, fs.ErrNotExist):
 			delete(s.pending, rel)
 		case isBusy(err):
-			c.retryAt = s.now().Add(s.opts.Settle)
+			s.retryIn(rel, c, s.opts.Settle)
 		case errors.Is(err, fs.ErrPermission):
 			s.reject(ctx, p, rel, fi, fi.Size(), "file cannot be read: permission denied")
 		default:
@@ -123,7 +123,7 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		it.Size != fi.Size()) {
 		s.log.Warn("folder: file changed while it was received, leaving it to be taken again",
 			"id", it.ID, "file", ref(rel), "size", it.Size, "size_now", now.Size())
-		s.pending[rel] = &candidate{size: now.Size(), mtime: now.ModTime(), stable: s.now()}
+		s.track(rel, now)
 		return
 	}
 	if err := s.release(p, rel, it.ID, fp); err != nil {

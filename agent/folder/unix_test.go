@@ -3,8 +3,16 @@
 package folder
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,6 +120,66 @@ func TestSymlinkedRoot(t *testing.T) {
 	if st := r.Stats(); !st.Watching || st.Folders != 2 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// More events than the kernel queues: the watcher overflows, and the rescan it
+// triggers (the periodic one is an hour away) still finds every file. The source is
+// held up in a fingerprint lookup meanwhile, so that the events pile up.
+func TestWatcherOverflowRescans(t *testing.T) {
+	limit := 16384
+	if b, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events"); err == nil {
+		if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			limit = v
+		}
+	}
+	if limit > 100_000 {
+		t.Skipf("inotify queue holds %d events: too many files to provoke an overflow here", limit)
+	}
+	root := t.TempDir()
+	gate := &gatedSpool{Spool: openSpool(t, spool.Options{}), open: make(chan struct{})}
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	opts := testOptions(t, root)
+	opts.After = "keep"
+	opts.Settle = time.Hour // count what was seen; take nothing
+	opts.Rescan = time.Hour
+	opts.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := startSource(t, opts, gate)
+	waitFor(t, "watching", func() bool { return r.Stats().Folders == 1 })
+	writeFile(t, filepath.Join(root, "first"), nil)
+	waitFor(t, "the source held up", func() bool { return gate.waiting.Load() })
+	n := limit + limit/2
+	for i := range n {
+		f, err := os.Create(filepath.Join(root, fmt.Sprintf("f%06d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	close(gate.open)
+	waitFor(t, "every file seen", func() bool { return r.Stats().Settling == n+1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "watcher queue overflowed") {
+		t.Fatalf("no overflow after %d files (queue %d)", n, limit)
+	}
+}
+
+// gatedSpool holds the first fingerprint lookup until open is closed.
+type gatedSpool struct {
+	*spool.Spool
+	open    chan struct{}
+	waiting atomic.Bool
+}
+
+func (g *gatedSpool) HasFingerprint(ctx context.Context, source, fp string) (bool, error) {
+	g.waiting.Store(true)
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	return g.Spool.HasFingerprint(ctx, source, fp)
 }
 
 func mustSymlink(t *testing.T, target, link string) {
