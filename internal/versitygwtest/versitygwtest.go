@@ -184,7 +184,12 @@ func run(t testing.TB, bin string, s *Server, addr string) (stop func(), err err
 		resp, err := http.Get("http://" + addr + "/")
 		if err == nil {
 			resp.Body.Close()
-			return stop, nil
+			// Another server may have taken the port between freeAddr and
+			// the start: only versitygw itself counts.
+			if resp.Header.Get("Server") == "VERSITYGW" {
+				return stop, nil
+			}
+			err = fmt.Errorf("port answered by %q, not versitygw", resp.Header.Get("Server"))
 		}
 		if time.Now().After(deadline) {
 			stop()
