@@ -79,7 +79,7 @@ type Options struct {
 	SendFilenames       bool   // privacy.send_filenames
 	Client              *http.Client
 	Token               func() string // bearer token, asked before each request; nil or "" = none
-	Logger              *slog.Logger
+	Logger              *slog.Logger  // the caller names the component
 	Progress            func(p Progress)
 	// LeaseTTL is how long a lease lasts between renewals; default 2m.
 	LeaseTTL time.Duration
@@ -97,9 +97,9 @@ const (
 
 // LinkStatus is the state of the connection to the server, for `courier status`.
 type LinkStatus struct {
-	State     string
-	LastError string
-	Since     time.Time
+	State     string    `json:"state"`                // LinkOK, LinkPaused or LinkOffline
+	LastError string    `json:"last_error,omitempty"` // the last link failure (kept after recovery)
+	Since     time.Time `json:"since"`                // when State was entered
 }
 
 // Uploader uploads spooled items. Safe for concurrent use.
@@ -176,7 +176,6 @@ func New(store Store, opts Options) (*Uploader, error) {
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
 	}
-	u.log = u.log.With("component", "uploader")
 	if opts.BandwidthLimit > 0 {
 		u.limiter = rate.NewLimiter(rate.Limit(opts.BandwidthLimit), limiterBurst(opts.BandwidthLimit))
 	}
