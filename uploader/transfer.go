@@ -144,7 +144,7 @@ func (u *Uploader) transfer(ctx context.Context, item *spool.Item, owner string,
 		return "", err
 	}
 	if u.opts.RequireVerification && caps.algo == "" {
-		return "", &failure{kind: failPaused, err: fmt.Errorf("server at %s: %w", u.endpoint, ErrNoChecksumSupport)}
+		return "", &failure{kind: failPaused, err: fmt.Errorf("server at %s %w", u.endpoint.Redacted(), ErrNoChecksumSupport)}
 	}
 	f, err := u.store.OpenContent(item.ID)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -326,7 +326,7 @@ func (t *transfer) create(ctx context.Context) (bool, error) {
 	if r.code != http.StatusCreated && r.code != http.StatusOK {
 		if r.code == http.StatusNotFound || r.code == http.StatusMethodNotAllowed {
 			// The endpoint itself is wrong: no file is at fault.
-			return false, fail(failPaused, "create upload at %s: %w", t.u.endpoint, &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body})
+			return false, fail(failPaused, "create upload at %s: %w", t.u.endpoint.Redacted(), &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body})
 		}
 		f := r.classify()
 		if r.code == 460 && inline {

@@ -136,7 +136,7 @@ func (u *Uploader) send(ctx context.Context, method, target string, hdr http.Hea
 	}
 	req, err := http.NewRequestWithContext(rctx, method, target, body)
 	if err != nil {
-		return reply{}, fail(failFile, "%s %s: %w", method, target, err)
+		return reply{}, fail(failFile, "%s %s: %w", method, redact(target), err)
 	}
 	if body != nil {
 		req.ContentLength = length
@@ -165,12 +165,20 @@ func (u *Uploader) send(ctx context.Context, method, target string, hdr http.Hea
 		if errors.Is(context.Cause(rctx), errStalled) {
 			err = fmt.Errorf("no progress for %s", timeout)
 		}
-		return reply{}, &failure{kind: failLink, err: fmt.Errorf("%s %s: %w", method, target, err)}
+		return reply{}, &failure{kind: failLink, err: fmt.Errorf("%s %s: %w", method, redact(target), err)}
 	}
 	defer resp.Body.Close()
 	head, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return reply{method: method, url: target, code: resp.StatusCode, header: resp.Header, body: printable(head)}, nil
+	return reply{method: method, url: redact(target), code: resp.StatusCode, header: resp.Header, body: printable(head)}, nil
+}
+
+// redact hides a password in a URL before it goes into a message.
+func redact(target string) string {
+	if u, err := url.Parse(target); err == nil {
+		return u.Redacted()
+	}
+	return target
 }
 
 // printable keeps an error body readable in a log line or a LastError column.
@@ -216,11 +224,11 @@ func (u *Uploader) capabilities(ctx context.Context) (capabilities, error) {
 	}
 	if !headerHas(r.header.Get("Tus-Version"), tusVersion) {
 		return capabilities{}, fail(failPaused, "server at %s does not speak tus %s (Tus-Version %q)",
-			u.endpoint, tusVersion, r.header.Get("Tus-Version"))
+			u.endpoint.Redacted(), tusVersion, r.header.Get("Tus-Version"))
 	}
 	ext := r.header.Get("Tus-Extension")
 	if !headerHas(ext, "creation") {
-		return capabilities{}, fail(failPaused, "server at %s does not support the tus creation extension", u.endpoint)
+		return capabilities{}, fail(failPaused, "server at %s does not support the tus creation extension", u.endpoint.Redacted())
 	}
 	c := capabilities{creationWithUpload: headerHas(ext, "creation-with-upload")}
 	if headerHas(ext, "checksum") {
@@ -233,7 +241,7 @@ func (u *Uploader) capabilities(ctx context.Context) (capabilities, error) {
 		}
 	}
 	if c.algo == "" {
-		u.log.Warn("server cannot check chunk checksums", "endpoint", u.endpoint.String())
+		u.log.Warn("server cannot check chunk checksums", "endpoint", u.endpoint.Redacted())
 	}
 	u.caps = &c
 	return c, nil

@@ -43,7 +43,7 @@ var (
 	// ErrUnauthorized: the server answered 401 or 403; the link is paused.
 	ErrUnauthorized = errors.New("not authorized by the server")
 	// ErrNoChecksumSupport: require_verification is on and the server lacks the checksum extension.
-	ErrNoChecksumSupport = errors.New("server does not support the checksum extension")
+	ErrNoChecksumSupport = errors.New("does not support the checksum extension")
 	// ErrNotVerified: the upload is complete but the server did not confirm the SHA-256.
 	ErrNotVerified = errors.New("server did not confirm the file's SHA-256")
 	// ErrRejected: the server refused the file (413 or another 4xx about it); the item is quarantined.
