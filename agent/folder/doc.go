@@ -26,11 +26,18 @@
 //     recorded with spool.Reject (which writes the rejected event) and moved to
 //     <root>/.courier-rejected/<relative path> with a <name>.reason.txt. A symlink is
 //     moved itself; its target is never read or touched. If the file cannot be moved
-//     aside, it is remembered in memory so it is not rejected on every scan.
+//     aside, it is remembered in memory so it is not rejected on every scan, and
+//     moving it aside is tried again at each rescan. The same goes for a taken file
+//     that could not be deleted or moved yet (a virus scanner holding it).
 //
-// Symlinks whose target is inside the watched folder are ignored: the target is
-// taken under its own name, so following the link would take it twice. Hard links
-// cannot be told from ordinary files and are taken like them.
+// The watched path itself may be a symlink (/srv/lab -> /mnt/share/lab). Symlinks
+// below it are never followed. Those whose target is inside the watched folder are
+// ignored: the target is taken under its own name, and following the link would take
+// it twice. Hard links cannot be told from ordinary files and are taken like them.
+//
+// With after: delete the spool may hard-link the file instead of copying it (the name
+// goes away at once). With move and keep it always copies: a name kept or moved
+// elsewhere must not share the stored bytes with whoever edits it later.
 //
 // Skipped: the .courier-rejected folder, the move target when it lies inside the
 // root, and files and folders whose base name matches an exclude pattern (by default

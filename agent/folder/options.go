@@ -58,7 +58,7 @@ type Options struct {
 }
 
 // Validate reports the first problem, naming the config key.
-func (o *Options) Validate() error {
+func (o Options) Validate() error {
 	if o.Name == "" {
 		return errors.New("name: must be set")
 	}
