@@ -30,6 +30,8 @@ type backend interface {
 	deleteState(ctx context.Context, id string) error
 	// abandoned lists incomplete uploads untouched since before.
 	abandoned(ctx context.Context, before time.Time) ([]string, error)
+	// lastTouched is when anything of upload id was last written.
+	lastTouched(ctx context.Context, id string) (time.Time, error)
 	// purge removes what termination leaves behind for id, if anything.
 	purge(ctx context.Context, id string) error
 }
@@ -136,15 +138,30 @@ func (b *fileBackend) abandoned(ctx context.Context, before time.Time) ([]string
 		if err != nil || (!info.SizeIsDeferred && info.Offset == info.Size) {
 			continue
 		}
-		touched := time.Time{}
-		for _, f := range []string{p, filepath.Join(b.dir, id), b.statePath(id)} {
-			if fi, err := os.Stat(f); err == nil && fi.ModTime().After(touched) {
-				touched = fi.ModTime()
-			}
+		touched, err := b.lastTouched(ctx, id)
+		if err != nil {
+			continue
 		}
 		if touched.Before(before) {
 			out = append(out, id)
 		}
 	}
 	return out, nil
+}
+
+func (b *fileBackend) lastTouched(ctx context.Context, id string) (time.Time, error) {
+	var touched time.Time
+	found := false
+	for _, f := range []string{filepath.Join(b.dir, id+".info"), filepath.Join(b.dir, id), b.statePath(id)} {
+		if fi, err := os.Stat(f); err == nil {
+			found = true
+			if fi.ModTime().After(touched) {
+				touched = fi.ModTime()
+			}
+		}
+	}
+	if !found {
+		return touched, handler.ErrNotFound
+	}
+	return touched, nil
 }

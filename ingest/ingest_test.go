@@ -375,6 +375,15 @@ func TestExpiryRemovesAbandonedUploads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// An upload a request holds right now is left alone.
+	lock, _ := ts.srv.locks.NewLock(abandoned.id)
+	if err := lock.Lock(context.Background(), func() {}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ts.srv.Expire(context.Background()); err != nil || n != 0 {
+		t.Fatalf("Expire while in use = %d, %v; want 0", n, err)
+	}
+	lock.Unlock()
 	if n, err := ts.srv.Expire(context.Background()); err != nil || n != 1 {
 		t.Fatalf("Expire = %d, %v; want 1", n, err)
 	}

@@ -235,3 +235,26 @@ func (b *s3Backend) abandoned(ctx context.Context, before time.Time) ([]string, 
 	}
 	return out, nil
 }
+
+func (b *s3Backend) lastTouched(ctx context.Context, id string) (time.Time, error) {
+	var touched time.Time
+	found := false
+	obj := objectID(id)
+	for _, key := range []string{obj + ".info", obj + ".part", obj + stateSuffix} {
+		out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(key)})
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return touched, fmt.Errorf("s3://%s/%s: %w", b.bucket, key, err)
+		}
+		found = true
+		if t := aws.ToTime(out.LastModified); t.After(touched) {
+			touched = t
+		}
+	}
+	if !found {
+		return touched, handler.ErrNotFound
+	}
+	return touched, nil
+}

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tus/tusd/v2/pkg/handler"
-	"github.com/tus/tusd/v2/pkg/memorylocker"
 )
 
 // StatusChecksumMismatch is the tus checksum extension's status for a chunk
@@ -76,6 +75,7 @@ type Server struct {
 	// owners caches the agent metadata of uploads (it never changes).
 	owners  sync.Map
 	creates keyedMutex
+	locks   *uploadLocks
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -128,7 +128,8 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	composer := handler.NewStoreComposer()
 	composer.UseCore(s.store)
 	composer.UseTerminater(s.store)
-	composer.UseLocker(memorylocker.New())
+	s.locks = newUploadLocks()
+	composer.UseLocker(s.locks)
 
 	cors := handler.DefaultCorsConfig
 	cors.AllowHeaders += ", Upload-Checksum"
