@@ -239,3 +239,24 @@ func TestS3BinarySurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("%d objects in the bucket, want 1: %v", objects, bucketKeys(t, gw))
 	}
 }
+
+func TestS3LostStateFallsBack(t *testing.T) {
+	gw := startS3(t)
+	ts := startServer(t, Options{Store: gw.StoreURL()})
+	u := newUpload(6<<20 + 100)
+	loc := ts.create(u)
+	ts.sendChunks(loc, upload{data: u.data[:1<<20]}, 0, 1<<20, "sha256")
+	ts.close()
+	if _, err := gw.Client().DeleteObject(context.Background(), &s3.DeleteObjectInput{
+		Bucket: aws.String(gw.Bucket), Key: aws.String(u.id + stateSuffix)}); err != nil {
+		t.Fatal(err)
+	}
+	ts2 := startServer(t, Options{Store: gw.StoreURL()})
+	resp := ts2.sendChunks(ts2.url+loc[strings.LastIndex(loc, "/")+1:], u, 1<<20, 2<<20, "sha256")
+	if got := resp.Header.Get("Courier-Sha256"); got != u.digest {
+		t.Fatalf("Courier-Sha256 = %q, want %s", got, u.digest)
+	}
+	if n := counter(t, ts2.srv, "fallback"); n != 1 {
+		t.Fatalf("digest fallbacks = %v, want 1", n)
+	}
+}
