@@ -21,6 +21,7 @@ import (
 	"github.com/edgecourier/courier/agent/events"
 	"github.com/edgecourier/courier/agent/folder"
 	"github.com/edgecourier/courier/agent/hl7"
+	"github.com/edgecourier/courier/agent/mqtt"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
 )
@@ -45,6 +46,8 @@ type Agent struct {
 	uploader *uploader.Uploader
 	sinks    []events.Sink
 	closers  []io.Closer
+	mqtt     *mqtt.Conn // nil when no broker is configured
+	status   *mqtt.StatusPublisher
 
 	mu      sync.Mutex
 	lastErr string
@@ -76,8 +79,22 @@ func (a *Agent) build(ctx context.Context) error {
 		a.sinks = append(a.sinks, fs)
 		sinkNames = append(sinkNames, fs.Name())
 	}
-	if cfg.Events.MQTT {
-		sinkNames = append(sinkNames, "mqtt")
+	if cfg.MQTT.Broker != "" {
+		conn, err := mqtt.New(MQTTOptions(cfg, a.log))
+		if err != nil {
+			return fmt.Errorf("%s: %w", cfg.File, err)
+		}
+		a.mqtt = conn
+		if cfg.Events.MQTT {
+			s := mqtt.NewEventSink(conn, 0)
+			a.sinks = append(a.sinks, batchSink{s})
+			sinkNames = append(sinkNames, s.Name())
+		}
+	}
+	if len(a.sinks) == 0 {
+		// No consumer configured: events are logged (ids only) so items still finish.
+		a.sinks = append(a.sinks, logSink{a.log.With("component", "events")})
+		sinkNames = append(sinkNames, "log")
 	}
 	salt, err := readSalt(cfg.Privacy.IDSaltFile)
 	if err != nil {
@@ -97,6 +114,25 @@ func (a *Agent) build(ctx context.Context) error {
 	}
 	a.spool = sp
 	a.closers = append(a.closers, sp)
+	if a.mqtt != nil {
+		// Feeds and hooks are registered before the connection starts (in Run), so
+		// messages queued in our persistent session find their route at once.
+		for i, sc := range cfg.Sources {
+			if sc.Kind != "mqtt" {
+				continue
+			}
+			prio, _ := spool.ParsePriority(sc.Priority)
+			if _, err := mqtt.NewFeed(a.mqtt, sp, mqtt.FeedOptions{
+				Name: sc.Name, Topics: sc.Topics, QoS: byte(*sc.QoS), MaxPayload: int64(sc.MaxPayload), Priority: prio,
+			}); err != nil {
+				return fmt.Errorf("%s: sources[%d]: %w", cfg.File, i, err)
+			}
+		}
+		a.status = mqtt.NewStatusPublisher(a.mqtt, time.Minute, func(ctx context.Context) (any, error) {
+			return a.Snapshot(ctx)
+		})
+		a.closers = append(a.closers, a.mqtt) // closed before the spool
+	}
 
 	client, err := httpClient(cfg.Upload.TLS)
 	if err != nil {
@@ -178,6 +214,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return pub.Run(ctx) })
 	g.Go(func() error { a.housekeeping(ctx); return nil })
+	if a.mqtt != nil {
+		if err := a.mqtt.Start(ctx); err != nil {
+			return err
+		}
+		g.Go(func() error { return a.status.Run(ctx) })
+	}
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		g.Go(func() error { return a.serveHTTP(ctx) })
 	}
@@ -328,9 +370,42 @@ func ReplaySinks(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]e
 		sinks = append(sinks, fs)
 		closers = append(closers, fs)
 	}
+	if cfg.Events.MQTT && cfg.MQTT.Broker != "" {
+		o := MQTTOptions(cfg, log)
+		o.ClientID = "courier-" + cfg.Agent.ID + "-replay" // the agent's own session stays untouched
+		conn, err := mqtt.New(o)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		if err := conn.Start(ctx); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		closers = append(closers, conn)
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := conn.WaitConnected(wctx); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("mqtt.broker %s: not reachable: %w", cfg.MQTT.Broker, err)
+		}
+		sinks = append(sinks, mqtt.NewEventSink(conn, 0))
+	}
 	if len(sinks) == 0 {
 		closeAll()
 		return nil, nil, fmt.Errorf("%s: no event sink configured (events.file or events.mqtt)", cfg.File)
 	}
 	return sinks, closeAll, nil
+}
+
+// MQTTOptions maps the config's mqtt section.
+func MQTTOptions(cfg *config.Config, log *slog.Logger) mqtt.Options {
+	return mqtt.Options{
+		Broker:       cfg.MQTT.Broker,
+		Username:     cfg.MQTT.Username,
+		PasswordFile: cfg.MQTT.PasswordFile,
+		TLS:          mqtt.TLSOptions{CAFile: cfg.MQTT.TLS.CAFile, ClientCert: cfg.MQTT.TLS.ClientCert, ClientKey: cfg.MQTT.TLS.ClientKey},
+		AgentID:      cfg.Agent.ID,
+		Logger:       log.With("component", "mqtt"),
+	}
 }

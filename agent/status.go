@@ -21,13 +21,14 @@ import (
 type Status struct {
 	Agent         string               `json:"agent"`
 	Version       string               `json:"version,omitempty"`
-	State         string               `json:"state"` // running | paused | stopped
+	State         string               `json:"state"` // online | paused | stopped (offline: the MQTT last will)
 	PID           int                  `json:"pid,omitempty"`
 	UpdatedAt     time.Time            `json:"updated_at"`
 	Link          *uploader.LinkStatus `json:"link,omitempty"`
 	Counts        map[string]int       `json:"counts"`
 	SpoolBytes    int64                `json:"spool_bytes"`
 	OldestWaiting *time.Time           `json:"oldest_waiting,omitempty"`
+	LastError     string               `json:"last_error,omitempty"`
 	LastErrors    []ItemError          `json:"last_errors,omitempty"`
 }
 
@@ -85,11 +86,17 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 	}
 	st.Version = a.opts.Version
 	st.PID = os.Getpid()
-	st.State = "running"
+	st.State = "online"
 	l := a.uploader.Link()
 	st.Link = &l
 	if l.State == "paused" {
 		st.State = "paused"
+	}
+	switch {
+	case l.LastError != "" && l.State != "ok":
+		st.LastError = l.LastError
+	case len(st.LastErrors) > 0:
+		st.LastError = st.LastErrors[0].Error
 	}
 	return st, nil
 }

@@ -217,6 +217,7 @@ type agentConf struct {
 	After     string
 	Settle    string
 	MaxSize   string
+	Sources   string // more entries of the sources list
 	Extra     string // appended YAML
 }
 
@@ -251,7 +252,7 @@ sources:
     rescan: 2s
     after: %s
     max_size: %s
-events:
+%sevents:
   file: %s
 http:
   listen: "off"
@@ -259,7 +260,7 @@ log:
   level: debug
   format: text
 %s`, e.data, c.Endpoint, def(c.Chunk, "256KiB"), def(c.Bandwidth, "0"), e.inbox, def(c.Settle, "500ms"),
-		def(c.After, "delete"), def(c.MaxSize, "1GiB"), e.events, c.Extra)
+		def(c.After, "delete"), def(c.MaxSize, "1GiB"), c.Sources, e.events, c.Extra)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -440,5 +441,12 @@ func (p *proxy) url() string { return "http://" + p.addr + "/files/" }
 func skipOnWindows(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("uses POSIX signals")
+	}
+}
+
+func writeText(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

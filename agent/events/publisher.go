@@ -101,6 +101,9 @@ func (p *Publisher) drain(ctx context.Context, s Sink) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if bs, ok := s.(BatchSink); ok && len(evs) > 1 {
+		return p.drainBatch(ctx, bs, evs)
+	}
 	for i, ev := range evs {
 		payload, err := Marshal(ev.Item, ev.Type, p.Options)
 		if err != nil {
@@ -115,4 +118,33 @@ func (p *Publisher) drain(ctx context.Context, s Sink) (int, error) {
 		}
 	}
 	return len(evs), nil
+}
+
+func (p *Publisher) drainBatch(ctx context.Context, s BatchSink, evs []spool.OutboxEvent) (int, error) {
+	ids := make([]string, len(evs))
+	payloads := make([][]byte, len(evs))
+	for i, ev := range evs {
+		b, err := Marshal(ev.Item, ev.Type, p.Options)
+		if err != nil {
+			return 0, err
+		}
+		ids[i], payloads[i] = ID(ev.ItemID, ev.Type), b
+	}
+	errs := s.PublishBatch(ctx, ids, payloads)
+	n := 0
+	var first error
+	for i, err := range errs {
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		if err := p.Outbox.MarkPublished(ctx, evs[i].Seq); err != nil && first == nil {
+			first = err
+			continue
+		}
+		n++
+	}
+	return n, first
 }

@@ -9,3 +9,11 @@ type Sink interface {
 	Name() string // outbox sink name: "file", "mqtt"
 	Publish(ctx context.Context, id string, payload []byte) error
 }
+
+// BatchSink is a Sink that can keep several events in flight at once. The
+// errors returned are one per event, in order; nil means accepted. Events of one
+// item must be reported in order: once one fails, its later ones fail too.
+type BatchSink interface {
+	Sink
+	PublishBatch(ctx context.Context, ids []string, payloads [][]byte) []error
+}
