@@ -114,6 +114,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ln = tls.NewListener(ln, hs.TLSConfig)
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "tls", *tlsCert != "")
+	if *tokens == "" && *clientCA == "" {
+		log.Warn("no --tokens and no --client-ca: anyone who reaches this port may upload (dev mode)")
+	}
 
 	waitReload := watchReload(ctx, srv, log)
 	defer func() {
