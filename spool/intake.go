@@ -303,7 +303,10 @@ func (s *Spool) install(id, tmp string) error {
 // stored bytes are removed: the source still has them.
 func (s *Spool) commit(ctx context.Context, in Intake, id string, st staged) (*Item, error) {
 	path := s.ContentPath(id)
-	env := s.inspect(id, path)
+	var env *Envelope
+	if !in.NoInspect {
+		env = s.inspect(id, path)
+	}
 	now := s.nowUTC()
 	it := newItem(in, id, now)
 	it.Size = st.size

@@ -125,6 +125,8 @@ type Intake struct {
 	// Fingerprint, when set, is recorded with the item in the same transaction, so a
 	// folder source with after: keep never takes the same file twice (HasFingerprint).
 	Fingerprint string
+	// NoInspect skips the inspector for this file (a source with hl7: off).
+	NoInspect bool
 }
 
 // Envelope is what an inspector (agent/hl7) learned from the stored bytes.
