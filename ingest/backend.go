@@ -42,7 +42,7 @@ func openBackend(ctx context.Context, store string) (backend, error) {
 	}
 	u, err := url.Parse(store)
 	if err != nil {
-		return nil, fmt.Errorf("store %q: %w", store, err)
+		return nil, fmt.Errorf("%w: store %q: %w", ErrInvalidOptions, store, err)
 	}
 	switch u.Scheme {
 	case "file":
@@ -52,13 +52,13 @@ func openBackend(ctx context.Context, store string) (backend, error) {
 			dir = u.Host + u.Path
 		}
 		if dir == "" {
-			return nil, fmt.Errorf("store %q: file:// needs a directory", store)
+			return nil, fmt.Errorf("%w: store %q: file:// needs a directory", ErrInvalidOptions, store)
 		}
 		return newFileBackend(dir)
 	case "s3":
 		return newS3Backend(ctx, u)
 	default:
-		return nil, fmt.Errorf("store %q: scheme must be file:// or s3://", store)
+		return nil, fmt.Errorf("%w: store %q: scheme must be file:// or s3://", ErrInvalidOptions, store)
 	}
 }
 

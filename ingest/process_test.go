@@ -223,6 +223,8 @@ func TestBinaryUsage(t *testing.T) {
 		{"--client-ca", "ca.pem"},
 		{"--tls-cert", "a.pem"},
 		{"extra"},
+		{"--tokens", "/nonexistent/tokens"},
+		{"--store", "s3://?region=x"},
 	} {
 		cmd := exec.Command(bin, append(args, "--listen", "127.0.0.1:0")...)
 		out, err := cmd.CombinedOutput()
@@ -251,5 +253,19 @@ func TestBinaryStopsOnSIGTERM(t *testing.T) {
 	}
 	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM, want 0\n%s", code, p.logs())
+	}
+}
+
+func TestBinaryUnreachableBucketIsRuntimeFailure(t *testing.T) {
+	bin := ingestBinary(t)
+	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--store", "s3://nobucket?endpoint=http://127.0.0.1:1&region=us-east-1")
+	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y", "AWS_EC2_METADATA_DISABLED=true", "AWS_MAX_ATTEMPTS=1")
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 {
+		t.Fatalf("%v, want exit status 1\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "nobucket") {
+		t.Fatalf("message does not name the bucket:\n%s", out)
 	}
 }

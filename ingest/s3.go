@@ -41,7 +41,7 @@ type s3Backend struct {
 func newS3Backend(ctx context.Context, u *url.URL) (backend, error) {
 	bucket := u.Host
 	if bucket == "" {
-		return nil, fmt.Errorf("store s3://: bucket name missing (s3://BUCKET?endpoint=URL&region=R)")
+		return nil, fmt.Errorf("%w: store s3://: bucket name missing (s3://BUCKET?endpoint=URL&region=R)", ErrInvalidOptions)
 	}
 	q := u.Query()
 	var opts []func(*awsconfig.LoadOptions) error
@@ -50,7 +50,7 @@ func newS3Backend(ctx context.Context, u *url.URL) (backend, error) {
 	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("store s3://%s: AWS configuration: %w", bucket, err)
+		return nil, fmt.Errorf("%w: store s3://%s: AWS configuration: %w", ErrInvalidOptions, bucket, err)
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
@@ -70,7 +70,7 @@ func newS3Backend(ctx context.Context, u *url.URL) (backend, error) {
 	if ps := q.Get("part-size"); ps != "" {
 		n, err := strconv.ParseInt(ps, 10, 64)
 		if err != nil || n < 5<<20 {
-			return nil, fmt.Errorf("store s3://%s: part-size must be an integer >= 5242880, got %q", bucket, ps)
+			return nil, fmt.Errorf("%w: store s3://%s: part-size must be an integer >= 5242880, got %q", ErrInvalidOptions, bucket, ps)
 		}
 		st.PreferredPartSize = n
 	}

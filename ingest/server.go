@@ -21,6 +21,11 @@ import (
 	"github.com/tus/tusd/v2/pkg/handler"
 )
 
+// ErrInvalidOptions marks errors of New that are the configuration's fault
+// (bad store URL, unreadable tokens or CA file) rather than the
+// environment's (an unreachable bucket).
+var ErrInvalidOptions = errors.New("invalid options")
+
 // StatusChecksumMismatch is the tus checksum extension's status for a chunk
 // or file whose checksum does not match.
 const StatusChecksumMismatch = 460
@@ -99,7 +104,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		opts.ExpireAfter = DefaultExpireAfter
 	}
 	if opts.MaxSize < 0 {
-		return nil, fmt.Errorf("ingest: max size must be >= 0, got %d", opts.MaxSize)
+		return nil, fmt.Errorf("%w: max size must be >= 0, got %d", ErrInvalidOptions, opts.MaxSize)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -107,13 +112,13 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger}
 	if opts.Tokens != "" {
 		if err := s.ReloadTokens(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 	}
 	if opts.ClientCA != "" {
 		pool, err := loadCAs(opts.ClientCA)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 		s.clientCAs = pool
 	}

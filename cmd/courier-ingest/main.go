@@ -93,8 +93,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ExpireAfter:  *expire,
 		Logger:       log,
 	})
-	if err != nil {
+	if errors.Is(err, ingest.ErrInvalidOptions) {
 		return usageError{err.Error()}
+	}
+	if err != nil {
+		return err
 	}
 	defer srv.Close()
 
