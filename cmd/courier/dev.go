@@ -90,7 +90,7 @@ func agentOptions() agent.Options { return agent.Options{} }
 
 // progressPrinter shows uploads that take more than a moment, about once a second.
 func progressPrinter(w io.Writer) func(uploader.Progress) {
-	type track struct{ start, last time.Time }
+	type track struct{ start, last, seen time.Time }
 	var mu sync.Mutex
 	seen := map[string]*track{}
 	return func(p uploader.Progress) {
@@ -99,9 +99,16 @@ func progressPrinter(w io.Writer) func(uploader.Progress) {
 		now := time.Now()
 		t := seen[p.ItemID]
 		if t == nil {
+			// Uploads that stopped without Done (waiting, quarantined) are forgotten.
+			for id, old := range seen {
+				if now.Sub(old.seen) > 5*time.Minute {
+					delete(seen, id)
+				}
+			}
 			t = &track{start: now}
 			seen[p.ItemID] = t
 		}
+		t.seen = now
 		if p.Done {
 			if now.Sub(t.start) > time.Second {
 				fmt.Fprintf(w, "upload %s: %s sent in %s\n", p.ItemID, human(p.Total), now.Sub(t.start).Round(100*time.Millisecond))
