@@ -27,6 +27,9 @@ var (
 
 func ingestBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: does not build and run the courier-ingest binary")
+	}
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "courier-ingest-bin-")
 		if buildErr != nil {
