@@ -491,3 +491,12 @@ func TestStoreURLs(t *testing.T) {
 		}
 	}
 }
+
+func TestNestedPathIsNotAnUpload(t *testing.T) {
+	ts := startServer(t, Options{})
+	u := newUpload(10)
+	ts.create(u)
+	if st := ts.head(ts.url + "x/" + u.id).StatusCode; st != http.StatusNotFound {
+		t.Fatalf("HEAD of a nested path: %d, want 404", st)
+	}
+}

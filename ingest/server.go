@@ -217,6 +217,10 @@ func (s *Server) serveTus(w http.ResponseWriter, r *http.Request) {
 		s.tusd.ServeHTTP(extensionWriter{w}, r)
 		return
 	}
+	if strings.ContainsAny(id, "/\\") {
+		tusError(w, http.StatusNotFound, "ERR_UPLOAD_NOT_FOUND", "no such upload")
+		return
+	}
 	who := ""
 	if s.authRequired() {
 		var err error
