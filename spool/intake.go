@@ -131,6 +131,48 @@ func (s *Spool) Reject(ctx context.Context, in Intake, size int64, reason string
 	return it, nil
 }
 
+// PruneFingerprints forgets fingerprints of source that are not in present (the
+// fingerprints of the files a full scan just saw) and older than keep_done. A file
+// kept in its folder (after: keep) is thus never taken twice however long it
+// stays, while the table does not grow with files long gone.
+func (s *Spool) PruneFingerprints(ctx context.Context, source string, present map[string]bool) (int, error) {
+	cutoff := nanos(s.nowUTC().Add(-s.opts.KeepDone))
+	rows, err := s.r.QueryContext(ctx, `SELECT fp FROM fingerprints WHERE source = ? AND created_at < ?`, source, cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("spool %s: prune fingerprints of %s: %w", s.dir, source, err)
+	}
+	var gone []string
+	for rows.Next() {
+		var fp string
+		if err := rows.Scan(&fp); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("spool %s: prune fingerprints of %s: %w", s.dir, source, err)
+		}
+		if !present[fp] {
+			gone = append(gone, fp)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("spool %s: prune fingerprints of %s: %w", s.dir, source, err)
+	}
+	if len(gone) == 0 {
+		return 0, nil
+	}
+	err = s.write(ctx, "prune fingerprints", func(tx *sql.Tx) error {
+		for _, fp := range gone {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM fingerprints WHERE source = ? AND fp = ?`, source, fp); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("spool %s: prune fingerprints of %s: %w", s.dir, source, err)
+	}
+	return len(gone), nil
+}
+
 // HasFingerprint reports whether an item of source was taken with this fingerprint.
 func (s *Spool) HasFingerprint(ctx context.Context, source, fingerprint string) (bool, error) {
 	var one int

@@ -447,3 +447,48 @@ func TestConcurrentSameContentOneOriginal(t *testing.T) {
 		}
 	}
 }
+
+// A file kept in its folder (after: keep) stays known after its item row is swept;
+// PruneFingerprints forgets only files no longer present.
+func TestFingerprintsOutliveSweep(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	s, err := Open(ctx, Options{Dir: t.TempDir(), KeepDone: time.Hour, Sinks: []string{"file"}, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, fp := range []string{"still-there", "gone"} {
+		if _, err := s.Reject(ctx, Intake{Source: "lab", SourceKind: "folder", Fingerprint: fp}, 1, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, err := s.Pending(ctx, "file", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if err := s.MarkPublished(ctx, ev.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(2 * time.Hour)
+	if n, err := s.Sweep(ctx); err != nil || n != 2 {
+		t.Fatalf("sweep: %d, %v; want 2 rows", n, err)
+	}
+	for _, fp := range []string{"still-there", "gone"} {
+		if ok, err := s.HasFingerprint(ctx, "lab", fp); !ok || err != nil {
+			t.Fatalf("fingerprint %s lost with its swept item: %v", fp, err)
+		}
+	}
+	if n, err := s.PruneFingerprints(ctx, "lab", map[string]bool{"still-there": true}); err != nil || n != 1 {
+		t.Fatalf("prune: %d, %v; want 1", n, err)
+	}
+	if ok, _ := s.HasFingerprint(ctx, "lab", "still-there"); !ok {
+		t.Error("fingerprint of a file still present was pruned")
+	}
+	if ok, _ := s.HasFingerprint(ctx, "lab", "gone"); ok {
+		t.Error("fingerprint of a file gone was kept")
+	}
+}

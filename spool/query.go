@@ -88,7 +88,7 @@ func (s *Spool) Counts(ctx context.Context) (Counts, error) {
 }
 
 // Sweep deletes finished rows (done, rejected, duplicate) older than keep_done, with
-// their outbox rows and fingerprints. A row with an event not yet published stays.
+// their outbox rows (fingerprints go by PruneFingerprints). A row with an event not yet published stays.
 // It also finishes published items whose bytes could not be removed earlier (on
 // Windows a file still open elsewhere cannot be deleted). Call it now and then.
 func (s *Spool) Sweep(ctx context.Context) (int, error) {

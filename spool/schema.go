@@ -68,7 +68,7 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS fingerprints (
 		source     TEXT NOT NULL,
 		fp         TEXT NOT NULL,
-		item_id    TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+		item_id    TEXT NOT NULL, -- no cascade: a kept file outlives its item row (PruneFingerprints)
 		created_at INTEGER NOT NULL,
 		PRIMARY KEY (source, fp)
 	)`,

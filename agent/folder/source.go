@@ -395,7 +395,31 @@ func (s *Source) fullScan(ctx context.Context) {
 		}
 	}
 	s.retryStuck()
+	s.pruneFingerprints(ctx)
 	s.count(func(st *Stats) { st.LastScan = s.now() })
+}
+
+// fingerprintPruner is the spool's optional clean-up of fingerprints of files gone.
+type fingerprintPruner interface {
+	PruneFingerprints(ctx context.Context, source string, present map[string]bool) (int, error)
+}
+
+// pruneFingerprints, after a complete scan in keep mode, lets the spool forget the
+// fingerprints of files no longer in the folder; those still there stay known.
+func (s *Source) pruneFingerprints(ctx context.Context) {
+	p, ok := s.sp.(fingerprintPruner)
+	if !s.keep || !ok {
+		return
+	}
+	present := make(map[string]bool, len(s.known))
+	for _, fp := range s.known {
+		present[fp] = true
+	}
+	if n, err := p.PruneFingerprints(ctx, s.opts.Name, present); err != nil {
+		s.log.Warn("folder: pruning fingerprints failed", "err", err)
+	} else if n > 0 {
+		s.log.Debug("folder: forgot fingerprints of files no longer present", "count", n)
+	}
 }
 
 // walk scans the tree under dir, adding watches before reading each folder so that
