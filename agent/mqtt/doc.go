@@ -21,6 +21,11 @@
 //     no reconnect or store resend happened since it was handed to paho; anything else
 //     is an error and the outbox sends the event again (same id; consumers dedupe).
 //
+// The broker must be allowed to keep what it holds for us: Mosquitto queues at most
+// max_queued_messages (default 1000) QoS 1 messages per offline or busy session and
+// drops the rest, so a broker feeding Courier needs "max_queued_messages 0" (or a
+// limit sized for the longest outage) and persistence on.
+//
 // What it must not do: keep data of its own (the spool does), log payloads or topics
 // at info level (topics may name patients or devices; items carry them as private
 // fields), or decide whether an item is published (the spool's outbox does, from the
