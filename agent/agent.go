@@ -189,16 +189,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		prio, _ := spool.ParsePriority(sc.Priority)
 		src, err := folder.New(folder.Options{
-			Name:     sc.Name,
-			Path:     sc.Path,
-			Include:  sc.Include,
-			Exclude:  sc.Exclude,
-			Settle:   sc.Settle.D(),
-			Rescan:   sc.Rescan.D(),
-			After:    sc.After,
-			MaxSize:  int64(sc.MaxSize),
-			Priority: prio,
-			Logger:   a.log.With("component", "folder", "source", sc.Name),
+			Name:      sc.Name,
+			Path:      sc.Path,
+			Include:   sc.Include,
+			Exclude:   sc.Exclude,
+			Settle:    sc.Settle.D(),
+			Rescan:    sc.Rescan.D(),
+			After:     sc.After,
+			MaxSize:   int64(sc.MaxSize),
+			Priority:  prio,
+			NoInspect: sc.HL7 == "off",
+			Logger:    a.log.With("component", "folder", "source", sc.Name),
 		}, a.spool)
 		if err != nil {
 			return fmt.Errorf("%s: sources[%d]: %w", a.cfg.File, i, err)

@@ -49,6 +49,8 @@ type Options struct {
 	Priority spool.Priority
 	// Rescan is the period of the full rescan that finds what the watcher missed.
 	Rescan time.Duration
+	// NoInspect keeps the spool from reading files as HL7 (config hl7: off).
+	NoInspect bool
 	// NoWatch turns fsnotify off and relies on rescans alone, as happens on its own
 	// when no watcher can be created (some network shares).
 	NoWatch bool

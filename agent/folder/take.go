@@ -31,6 +31,7 @@ func (s *Source) intake(rel string, fi fs.FileInfo) spool.Intake {
 		Filename:   path.Base(rel),
 		Priority:   s.opts.Priority,
 		MaxSize:    s.opts.MaxSize,
+		NoInspect:  s.opts.NoInspect,
 	}
 	if s.keep {
 		in.Fingerprint = fingerprint(rel, fi)
