@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -344,5 +347,31 @@ func TestFeedUnroutedTopicIsRejected(t *testing.T) {
 	_, others := spooled(t, sp)
 	if it := others[0]; it.State != spool.StateRejected || it.Source != UnroutedSource || it.Size != int64(len("left over")) {
 		t.Fatalf("unrouted message: state %s source %s size %d", it.State, it.Source, it.Size)
+	}
+}
+
+// The way a device hub publishes a file: mosquitto_pub -f.
+func TestFeedTakesFileFromMosquittoPub(t *testing.T) {
+	b := mosquittotest.Start(t)
+	sp := openSpool(t, t.TempDir())
+	startAgent(t, b.URL(), "clinic-13", sp, FeedOptions{})
+	payload := randomPayload(t, 300_000)
+	file := filepath.Join(t.TempDir(), "report.pdf")
+	if err := os.WriteFile(file, payload, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(b.Addr())
+	out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "hub-13",
+		"-t", "devices/hub-a/files/report.pdf", "-f", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub: %v: %s", err, out)
+	}
+	eventually(t, "the file spooled", func() bool {
+		got, _ := spooled(t, sp)
+		return got[digest(payload)] != nil
+	})
+	got, _ := spooled(t, sp)
+	if it := got[digest(payload)]; it.Size != int64(len(payload)) || it.Meta["topic_level_1"] != "hub-a" || it.Filename != "report.pdf" {
+		t.Fatalf("item: size %d meta %v filename %q", it.Size, it.Meta, it.Filename)
 	}
 }
