@@ -124,6 +124,7 @@ func (a *Agent) build(ctx context.Context) error {
 			prio, _ := spool.ParsePriority(sc.Priority)
 			if _, err := mqtt.NewFeed(a.mqtt, sp, mqtt.FeedOptions{
 				Name: sc.Name, Topics: sc.Topics, QoS: byte(*sc.QoS), MaxPayload: int64(sc.MaxPayload), Priority: prio,
+				NoInspect: sc.HL7 == "off",
 			}); err != nil {
 				return fmt.Errorf("%s: sources[%d]: %w", cfg.File, i, err)
 			}

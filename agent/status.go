@@ -29,7 +29,14 @@ type Status struct {
 	SpoolBytes    int64                `json:"spool_bytes"`
 	OldestWaiting *time.Time           `json:"oldest_waiting,omitempty"`
 	LastError     string               `json:"last_error,omitempty"`
+	MQTT          *MQTTStatus          `json:"mqtt,omitempty"`
 	LastErrors    []ItemError          `json:"last_errors,omitempty"`
+}
+
+// MQTTStatus is the broker connection as the agent last saw it.
+type MQTTStatus struct {
+	Connected bool   `json:"connected"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // ItemError is the last error of one item: ids and codes only.
@@ -92,6 +99,13 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 	if l.State == "paused" {
 		st.State = "paused"
 	}
+	if a.mqtt != nil {
+		ms := &MQTTStatus{Connected: a.mqtt.Connected()}
+		if err := a.mqtt.LastError(); err != nil && !ms.Connected {
+			ms.LastError = err.Error()
+		}
+		st.MQTT = ms
+	}
 	switch {
 	case l.LastError != "" && l.State != "ok":
 		st.LastError = l.LastError
@@ -137,7 +151,7 @@ func ReadStatus(ctx context.Context, cfg *config.Config) (*Status, error) {
 	if b, err := os.ReadFile(filepath.Join(cfg.Agent.DataDir, statusFile)); err == nil {
 		var live Status
 		if json.Unmarshal(b, &live) == nil {
-			st.Version, st.Link, st.PID = live.Version, live.Link, live.PID
+			st.Version, st.Link, st.PID, st.MQTT = live.Version, live.Link, live.PID, live.MQTT
 			if live.State != "stopped" && time.Since(live.UpdatedAt) < 30*time.Second {
 				st.State = live.State
 			}

@@ -32,6 +32,7 @@ type FeedOptions struct {
 	QoS        byte     // 1 (0 would mean the broker does not keep messages for us)
 	MaxPayload int64    // 0 = no limit; larger messages are rejected and acknowledged
 	Priority   spool.Priority
+	NoInspect  bool // hl7: off — payloads are not read as HL7
 
 	// RetryInitial and RetryMax bound the backoff while the spool is full [1s, 30s].
 	RetryInitial, RetryMax time.Duration
@@ -326,6 +327,7 @@ func (f *Feed) intake(topic string) spool.Intake {
 		Priority:   f.opts.Priority,
 		Meta:       meta,
 		MaxSize:    f.opts.MaxPayload,
+		NoInspect:  f.opts.NoInspect,
 	}
 }
 

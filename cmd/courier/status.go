@@ -41,6 +41,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if st.Link != nil && st.Link.State != "" && st.Link.State != "ok" {
 		fmt.Fprintf(stdout, "uploads: %s since %s: %s\n", st.Link.State, st.Link.Since.Format(time.RFC3339), st.Link.LastError)
 	}
+	if st.MQTT != nil && !st.MQTT.Connected {
+		fmt.Fprintf(stdout, "mqtt: not connected: %s\n", st.MQTT.LastError)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, s := range spool.AllStates {
 		fmt.Fprintf(tw, "  %s\t%d\n", s, st.Counts[string(s)])
