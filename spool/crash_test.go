@@ -45,7 +45,10 @@ func TestCrashChild(t *testing.T) {
 		in := Intake{Source: "crash", Fingerprint: fmt.Sprint("fp-", i)}
 		var it *Item
 		if i%3 == 0 {
-			src := filepath.Join(inbox, fmt.Sprint("f", i))
+			// A fresh name per process: a source killed between commit and removal
+			// shares its inode with the spooled copy (hard link), and rewriting it in
+			// place would change what was committed. The folder source never rewrites.
+			src := filepath.Join(inbox, fmt.Sprint("f", os.Getpid(), "-", i))
 			if err := os.WriteFile(src, data, 0o600); err != nil {
 				fmt.Println("write source:", err)
 				os.Exit(3)
