@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -408,6 +409,7 @@ func startProxy(t *testing.T, target string) *proxy {
 	u, _ := url.Parse(target)
 	p := &proxy{}
 	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // a dead upstream is what some tests make on purpose
 	rp.ModifyResponse = func(r *http.Response) error {
 		if r.StatusCode == 460 {
 			p.status460.Add(1)
