@@ -6,6 +6,7 @@ import (
 	"encoding"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -193,6 +194,16 @@ func (u *trackedUpload) WriteChunk(ctx context.Context, offset int64, src io.Rea
 			st = &digestState{Lost: true}
 		}
 	}
+	if !st.Lost && st.Offset < offset {
+		// A crash in the middle of a chunk's write leaves bytes the state has not
+		// seen (the offset is the stored size); hash just that gap from the store.
+		if caught, err := u.catchUp(ctx, st, offset); err == nil {
+			st = caught
+		} else {
+			u.s.log.Info("digest state behind the upload and the gap is not readable; it will be recomputed at completion",
+				"id", u.id, "state_offset", st.Offset, "offset", offset, "err", err)
+		}
+	}
 	var ch *countingHash
 	if !st.Lost && st.Offset == offset {
 		if h, err := st.hash(); err == nil {
@@ -216,6 +227,36 @@ func (u *trackedUpload) WriteChunk(ctx context.Context, offset int64, src io.Rea
 		}
 	}
 	return n, werr
+}
+
+// catchUp hashes the stored bytes [st.Offset, offset) on top of st. Only stores
+// whose reader can seek (the file store) can do this for an unfinished upload.
+func (u *trackedUpload) catchUp(ctx context.Context, st *digestState, offset int64) (*digestState, error) {
+	h, err := st.hash()
+	if err != nil {
+		return nil, err
+	}
+	rd, err := u.Upload.GetReader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	seeker, ok := rd.(io.Seeker)
+	if !ok {
+		return nil, errors.New("store reader cannot seek")
+	}
+	if _, err := seeker.Seek(st.Offset, io.SeekStart); err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyN(h, rd, offset-st.Offset); err != nil {
+		return nil, err
+	}
+	state, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	u.s.metrics.catchUp.Inc()
+	return &digestState{Offset: offset, State: state}, nil
 }
 
 // wholeDigest returns the SHA-256 of the complete upload: from the running

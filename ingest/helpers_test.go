@@ -247,6 +247,8 @@ func counter(t testing.TB, s *Server, name string) float64 {
 		return testutil.ToFloat64(s.metrics.verified)
 	case "fallback":
 		return testutil.ToFloat64(s.metrics.fallback)
+	case "catchup":
+		return testutil.ToFloat64(s.metrics.catchUp)
 	case "chunk", "file":
 		return testutil.ToFloat64(s.metrics.mismatch.WithLabelValues(name))
 	case "auth":

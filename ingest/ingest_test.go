@@ -222,6 +222,39 @@ func TestRestartResumesWithoutRereading(t *testing.T) {
 	}
 }
 
+// A crash in the middle of writing a chunk leaves bytes in the store that the
+// digest state has not seen; the next chunk hashes only that gap.
+func TestDigestCatchesUpAfterPartialWrite(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Options{Store: "file://" + dir})
+	u := newUpload(300_000)
+	loc := ts.create(u)
+	ts.sendChunks(loc, upload{data: u.data[:100_000]}, 0, 100_000, "sha256")
+	ts.close()
+	// What a SIGKILL mid-write leaves: 30,000 more bytes on disk, state at 100,000.
+	f, err := os.OpenFile(filepath.Join(dir, u.id), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(u.data[100_000:130_000])
+	f.Close()
+
+	ts2 := startServer(t, Options{Store: "file://" + dir})
+	if got := offsetOf(t, ts2.head(ts2.url+u.id)); got != 130_000 {
+		t.Fatalf("offset = %d, want 130000", got)
+	}
+	resp := ts2.sendChunks(ts2.url+u.id, u, 130_000, 100_000, "sha256")
+	if got := resp.Header.Get("Courier-Sha256"); got != u.digest {
+		t.Fatalf("Courier-Sha256 = %q, want %s", got, u.digest)
+	}
+	if n := counter(t, ts2.srv, "fallback"); n != 0 {
+		t.Errorf("digest fallbacks = %v, want 0 (only the gap needed reading)", n)
+	}
+	if n := counter(t, ts2.srv, "catchup"); n != 1 {
+		t.Errorf("digest catch-ups = %v, want 1", n)
+	}
+}
+
 func TestLostDigestStateFallsBackToStoredBytes(t *testing.T) {
 	dir := t.TempDir()
 	ts := startServer(t, Options{Store: "file://" + dir})

@@ -13,6 +13,7 @@ type metrics struct {
 	bytes        prometheus.Counter
 	authFailures prometheus.Counter
 	fallback     prometheus.Counter
+	catchUp      prometheus.Counter
 	expired      prometheus.Counter
 }
 
@@ -41,6 +42,10 @@ func newMetrics(reg *prometheus.Registry, tusd handler.Metrics) *metrics {
 			Name: "courier_ingest_digest_fallback_total",
 			Help: "Whole-file digests computed by reading the stored object because the running digest state was lost.",
 		}),
+		catchUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "courier_ingest_digest_catchup_total",
+			Help: "Times the running digest was brought up to date by reading only the bytes a crash left unhashed.",
+		}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "courier_ingest_expired_uploads_total",
 			Help: "Abandoned uploads removed by the janitor.",
@@ -48,7 +53,7 @@ func newMetrics(reg *prometheus.Registry, tusd handler.Metrics) *metrics {
 	}
 	m.mismatch.WithLabelValues("chunk")
 	m.mismatch.WithLabelValues("file")
-	reg.MustRegister(m.verified, m.mismatch, m.bytes, m.authFailures, m.fallback, m.expired,
+	reg.MustRegister(m.verified, m.mismatch, m.bytes, m.authFailures, m.fallback, m.catchUp, m.expired,
 		prometheuscollector.New(tusd),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
