@@ -10,7 +10,7 @@ size_mib=${1:-1024}
 chunk=${2:-8MiB}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /var/tmp/courier-move.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'for j in $(jobs -p); do pkill -KILL -P $j 2>/dev/null; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 cd "$root"
 CGO_ENABLED=0 go build -o "$work/courier" ./cmd/courier
 CGO_ENABLED=0 go build -o "$work/courier-ingest" ./cmd/courier-ingest
@@ -47,8 +47,9 @@ mv "$work/source.bin" "$work/inbox/source.bin"   # same filesystem: a rename, as
 until grep -q 'file.verified' "$work/events.jsonl" 2>/dev/null; do sleep 0.1; done
 t3=$(date +%s.%N)
 
-kill -INT $agent_pid; wait $agent_pid || true
-kill -TERM $ingest_pid; wait $ingest_pid || true
+# GNU time ignores SIGINT itself: signal the programs it runs.
+pkill -INT -P $agent_pid; wait $agent_pid || true
+pkill -TERM -P $ingest_pid; wait $ingest_pid || true
 python3 - "$t0" "$t1" "$t2" "$t3" "$size_mib" "$(cat "$work/agent.rss")" "$(cat "$work/ingest.rss")" "$chunk" <<'PY'
 import sys
 t0,t1,t2,t3=map(float,sys.argv[1:5]); mib=int(sys.argv[5]); a,i=int(sys.argv[6]),int(sys.argv[7])
