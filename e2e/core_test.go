@@ -99,7 +99,7 @@ func assertOneEventPerFile(t *testing.T, e *env) {
 // FIFO does not hang the agent.
 func TestSettleAndOddFiles(t *testing.T) {
 	in := startIngest(t, t.TempDir(), "")
-	e := newEnv(t, agentConf{Endpoint: in.url(), Settle: "1500ms"})
+	e := newEnv(t, agentConf{Endpoint: in.url(), Settle: "3s"}) // writes come every 200 ms: far inside settle even on a loaded machine
 	outside := filepath.Join(t.TempDir(), "secret.txt")
 	os.WriteFile(outside, []byte("outside the watched root"), 0o644)
 	if err := os.Symlink(outside, filepath.Join(e.inbox, "link-out.txt")); err != nil {
@@ -110,7 +110,7 @@ func TestSettleAndOddFiles(t *testing.T) {
 	}
 	e.startAgent()
 
-	// Grows for ~4 s in 200 ms steps: shorter than settle between writes.
+	// Grows for ~4 s in 200 ms steps.
 	grow := filepath.Join(e.inbox, "growing.bin")
 	f, err := os.Create(grow)
 	if err != nil {
