@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/kardianos/service"
 
@@ -13,21 +15,31 @@ import (
 
 // svcProgram adapts the agent to the Windows SCM / systemd life cycle.
 type svcProgram struct {
-	cfg    *config.Config
-	stderr io.Writer
-	cancel context.CancelFunc
-	done   chan int
+	cfg      *config.Config
+	stderr   io.Writer
+	cancel   context.CancelFunc
+	done     chan int
+	stopping atomic.Bool
 }
 
 func (p *svcProgram) Start(s service.Service) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.done = make(chan int, 1)
-	go func() { p.done <- runAgent(ctx, p.cfg, agentOptions(), p.stderr) }()
+	go func() {
+		code := runAgent(ctx, p.cfg, agentOptions(), p.stderr)
+		if !p.stopping.Load() {
+			// The agent ended on its own (spool locked, disk gone): exit so the
+			// service manager restarts us instead of leaving a service that does nothing.
+			os.Exit(max(code, 1))
+		}
+		p.done <- code
+	}()
 	return nil
 }
 
 func (p *svcProgram) Stop(s service.Service) error {
+	p.stopping.Store(true)
 	p.cancel()
 	<-p.done
 	return nil
