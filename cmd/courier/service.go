@@ -10,6 +10,7 @@ import (
 
 	"github.com/kardianos/service"
 
+	"github.com/edgecourier/courier/agent"
 	"github.com/edgecourier/courier/agent/config"
 )
 
@@ -27,7 +28,7 @@ func (p *svcProgram) Start(s service.Service) error {
 	p.cancel = cancel
 	p.done = make(chan int, 1)
 	go func() {
-		code := runAgent(ctx, p.cfg, agentOptions(), p.stderr)
+		code := runAgent(ctx, p.cfg, agent.Options{}, p.stderr)
 		if !p.stopping.Load() {
 			// The agent ended on its own (spool locked, disk gone): exit so the
 			// service manager restarts us instead of leaving a service that does nothing.
