@@ -86,7 +86,6 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	return runAgent(ctx, cfg, agent.Options{EventsTee: stdout, Progress: progressPrinter(stderr)}, stderr)
 }
 
-
 // progressPrinter shows uploads that take more than a moment, about once a second.
 func progressPrinter(w io.Writer) func(uploader.Progress) {
 	type track struct{ start, last, seen time.Time }
