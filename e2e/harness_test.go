@@ -459,3 +459,15 @@ func writeText(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// waitListening waits until something accepts connections at addr.
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "a listener at "+addr, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}

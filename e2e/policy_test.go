@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -228,5 +229,52 @@ func TestDevCommand(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "objects", ev.Data.FileID)); err != nil || string(b) != string(body) {
 		t.Errorf("object in %s/objects: %v", dir, err)
+	}
+}
+
+// TestQuarantineAndRetry: a file the server refuses for itself (413 over the
+// ingest's --max-size) is quarantined with an event, not retried forever; once
+// the server is fixed, `courier spool retry --state quarantined` sends it.
+func TestQuarantineAndRetry(t *testing.T) {
+	skipOnWindows(t)
+	store := t.TempDir()
+	addr := freePort(t)
+	strict := start(t, "courier-ingest (max-size)", bin.ingest, "--listen", addr, "--store", "file://"+store, "--max-size", "1000")
+	in := &ingest{proc: strict, addr: addr, store: store}
+	waitListening(t, addr)
+	e := newEnv(t, agentConf{Endpoint: in.url()})
+	e.startAgent()
+	body := randBytes(5000, 55)
+	writeFile(t, filepath.Join(e.inbox, "big-for-this-server.bin"), body)
+
+	var q event
+	waitFor(t, time.Minute, "a quarantined event", func() bool {
+		for _, ev := range e.readEvents() {
+			if ev.Type == "org.edgecourier.file.quarantined.v1" {
+				q = ev
+			}
+		}
+		return q.ID != ""
+	})
+	if !strings.Contains(q.Data.Reason, "413") {
+		t.Errorf("quarantine reason %q does not name the server's 413", q.Data.Reason)
+	}
+	out, code := e.courier("status", "--config", e.cfgPath)
+	if code != 0 || !strings.Contains(out, "quarantined") {
+		t.Fatalf("courier status: exit %d\n%s", code, out)
+	}
+
+	strict.kill()
+	startIngest(t, store, addr)
+	out, code = e.courier("spool", "retry", "--config", e.cfgPath, "--state", "quarantined")
+	if code != 0 || !strings.Contains(out, "1 item(s) queued again") {
+		t.Fatalf("spool retry: exit %d\n%s", code, out)
+	}
+	ev := e.waitVerified(1, 2*time.Minute)[sum(body)]
+	if ev.Data.FileID != q.Data.FileID {
+		t.Errorf("verified file id %q, want the quarantined item %q", ev.Data.FileID, q.Data.FileID)
+	}
+	if stored := in.object(t, ev.Data.FileID); !bytes.Equal(stored, body) {
+		t.Errorf("bytes at the server differ")
 	}
 }

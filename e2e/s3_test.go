@@ -40,13 +40,7 @@ func TestS3WithTokenSurvivesIngestRestart(t *testing.T) {
 	addr := freePort(t)
 	startS3Ingest := func() *proc {
 		p := startEnv(t, "courier-ingest (s3)", s3srv.Env(), bin.ingest, "--listen", addr, "--store", s3srv.StoreURL(), "--tokens", tokens)
-		waitFor(t, 30*time.Second, "courier-ingest to listen", func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
+		waitListening(t, addr)
 		return p
 	}
 	ingestProc := startS3Ingest()
@@ -140,13 +134,7 @@ func TestMutualTLS(t *testing.T) {
 	store := t.TempDir()
 	start(t, "courier-ingest (mtls)", bin.ingest, "--listen", addr, "--store", "file://"+store,
 		"--tls-cert", srvCert, "--tls-key", srvKey, "--client-ca", caFile)
-	waitFor(t, 30*time.Second, "courier-ingest to listen", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	waitListening(t, addr)
 	run := func(cert, key string) *env {
 		e := newEnv(t, agentConf{Endpoint: "https://" + addr + "/files/"})
 		cfg := strings.Replace(string(mustRead(t, e.cfgPath)), "upload:\n",

@@ -250,10 +250,11 @@ func (u *Uploader) worker(ctx context.Context, owner string) error {
 }
 
 // sleepUntilWork waits for the store's Ready signal, another worker's hint, the
-// next due waiting item, or a periodic look (leases of a crashed process expire
-// without any signal).
+// next due waiting item, or a periodic look: leases of a crashed process expire
+// without any signal, and `courier spool retry` runs in another process, whose
+// Ready signal does not reach us. A person who ran it should not wait long.
 func (u *Uploader) sleepUntilWork(ctx context.Context) error {
-	wait := 30 * time.Second
+	wait := 5 * time.Second
 	due, err := u.store.NextDue(ctx)
 	if err != nil {
 		u.log.Warn("next due time unknown", "err", err)
