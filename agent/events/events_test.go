@@ -1,0 +1,191 @@
+package events
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgecourier/courier/spool"
+)
+
+func item() *spool.Item {
+	at := time.Date(2026, 11, 25, 20, 15, 3, 123e6, time.UTC)
+	return &spool.Item{
+		ID: "0193b0c2-7d1e-7cc1-9f4e-2f6f1a2b3c4d", Source: "lab-inbox", SourceKind: "folder",
+		Filename: "Mueller_Hans_1961.pdf", Size: 482113, SHA256: strings.Repeat("ab", 32),
+		ContentType: "application/pdf", Priority: spool.PriorityHigh, Tries: 2,
+		Location: "https://ingest.example.org/files/0193b0c2", ReceivedAt: at.Add(-time.Minute),
+		VerifiedAt: at, UpdatedAt: at.Add(time.Hour),
+	}
+}
+
+func TestBuildVerified(t *testing.T) {
+	ev, err := Build(item(), spool.EventVerified, Options{AgentID: "clinic-042"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"id": "0193b0c2-7d1e-7cc1-9f4e-2f6f1a2b3c4d.verified", "source": "courier://clinic-042",
+		"subject": "0193b0c2-7d1e-7cc1-9f4e-2f6f1a2b3c4d", "time": "2026-11-25T20:15:03.123Z",
+		"type": "org.edgecourier.file.verified.v1", "specversion": "1.0",
+	}
+	got := map[string]string{"id": ev.ID, "source": ev.Source, "subject": ev.Subject, "time": ev.Time, "type": ev.Type, "specversion": ev.SpecVersion}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	b, _ := json.Marshal(ev)
+	if strings.Contains(string(b), "Mueller") {
+		t.Errorf("event carries the file name with send_filenames off: %s", b)
+	}
+	if ev.Data.Priority != "high" || ev.Data.Attempts != 2 || ev.Data.Location == "" || ev.Data.Source.Kind != "folder" {
+		t.Errorf("data: %+v", ev.Data)
+	}
+	if ev.Data.HL7 != nil || ev.Data.FHIR != nil {
+		t.Errorf("non-HL7 item has hl7/fhir parts")
+	}
+	withNames, _ := Build(item(), spool.EventVerified, Options{AgentID: "a", SendFilenames: true})
+	if withNames.Data.Filename != "Mueller_Hans_1961.pdf" {
+		t.Errorf("send_filenames on: filename %q", withNames.Data.Filename)
+	}
+}
+
+// A redelivered event is the same bytes: same id, same time, same body.
+func TestBuildIsStable(t *testing.T) {
+	a, _ := Marshal(item(), spool.EventVerified, Options{AgentID: "x"})
+	time.Sleep(2 * time.Millisecond)
+	b, _ := Marshal(item(), spool.EventVerified, Options{AgentID: "x"})
+	if string(a) != string(b) {
+		t.Errorf("two builds differ:\n%s\n%s", a, b)
+	}
+}
+
+func TestBuildOtherTypesAndHL7(t *testing.T) {
+	it := item()
+	it.Reason = "server answered 413: file too large"
+	it.DuplicateOf = "0193b0c2-0000-7000-8000-000000000000"
+	it.Envelope = json.RawMessage(`{"message_type":"ORU^R01","control_id":"C1"}`)
+	it.Corrects = "0193b0c2-1111-7000-8000-000000000000"
+	it.ControlIDReused = true
+	q, _ := Build(it, spool.EventQuarantined, Options{AgentID: "x"})
+	if q.ID != it.ID+".quarantined" || q.Data.Reason != it.Reason || q.Data.Location != "" {
+		t.Errorf("quarantined: %+v", q)
+	}
+	d, _ := Build(it, spool.EventDuplicate, Options{AgentID: "x"})
+	if d.ID != it.ID+".duplicate" || d.Data.DuplicateOf != it.DuplicateOf {
+		t.Errorf("duplicate: %+v", d)
+	}
+	called := false
+	v, _ := Build(it, spool.EventVerified, Options{AgentID: "x", FHIR: func(*spool.Item) (any, bool) {
+		called = true
+		return map[string]string{"resourceType": "DocumentReference"}, true
+	}})
+	var h map[string]any
+	json.Unmarshal(v.Data.HL7, &h)
+	if h["corrects"] != it.Corrects || h["control_id_reused"] != true || h["message_type"] != "ORU^R01" {
+		t.Errorf("hl7 part: %s", v.Data.HL7)
+	}
+	if !called || v.Data.FHIR == nil {
+		t.Errorf("verified HL7 event without fhir part")
+	}
+}
+
+// failingSink fails its first n publishes, like a broker that is away.
+type failingSink struct {
+	fail atomic.Int32
+	*FileSink
+}
+
+func (f *failingSink) Publish(ctx context.Context, id string, p []byte) error {
+	if f.fail.Add(-1) >= 0 {
+		return errors.New("sink away")
+	}
+	return f.FileSink.Publish(ctx, id, p)
+}
+
+// The publisher drains the real spool's outbox into the file sink; a failing
+// sink is retried; the item ends done with its bytes gone.
+func TestPublisherToFileSink(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	sp, err := spool.Open(ctx, spool.Options{Dir: filepath.Join(dir, "spool"), Sinks: []string{"file"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	var ids []string
+	for i := 0; i < 3; i++ {
+		it, err := sp.Receive(ctx, spool.Intake{Source: "s", SourceKind: "folder"}, strings.NewReader(strings.Repeat("x", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := sp.Lease(ctx, "w", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sp.MarkVerified(ctx, l.ID, "w", "http://x/"+l.ID); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, it.ID)
+	}
+	fs, err := OpenFile(filepath.Join(dir, "events.jsonl"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	sink := &failingSink{FileSink: fs}
+	sink.fail.Store(1)
+	p := &Publisher{Outbox: sp, Sinks: []Sink{sink}, Options: Options{AgentID: "t"}, Logger: testLogger(), Poll: 20 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := sp.Counts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ByState[spool.StateDone] == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("items not done: %v", c.ByState)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Open(filepath.Join(dir, "events.jsonl"))
+	defer f.Close()
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var ev CloudEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("line is not an event: %v", err)
+		}
+		seen[ev.ID] = true
+	}
+	for _, id := range ids {
+		if !seen[id+".verified"] {
+			t.Errorf("no event for %s", id)
+		}
+		if _, err := os.Stat(sp.ContentPath(id)); !os.IsNotExist(err) {
+			t.Errorf("bytes of published item %s still in the spool", id)
+		}
+	}
+}
+
+func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
