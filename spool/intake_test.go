@@ -492,3 +492,18 @@ func TestFingerprintsOutliveSweep(t *testing.T) {
 		t.Error("fingerprint of a file gone was kept")
 	}
 }
+
+// A source with hl7: off is never read by the inspector: its files dedupe by
+// source and digest only and carry no envelope.
+func TestNoInspect(t *testing.T) {
+	s := openTest(t, Options{Inspect: kvInspector})
+	body := []byte("dk=LAB|F|1\nck=A")
+	off := receive(t, s, Intake{Source: "scanner", NoInspect: true}, body)
+	if off.Envelope != nil || off.ContentType == "x-application/hl7-v2+er7" {
+		t.Fatalf("NoInspect item was inspected: %+v", off)
+	}
+	on := receive(t, s, Intake{Source: "lab"}, body)
+	if on.Envelope == nil {
+		t.Fatal("inspected item has no envelope: the test's inspector did not run")
+	}
+}
