@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +20,8 @@ const chunk = 256 << 10
 func TestFolderToVerifiedEvent(t *testing.T) {
 	in := startIngest(t, t.TempDir(), "")
 	e := newEnv(t, agentConf{Endpoint: in.url()})
+	metricsAddr := freePort(t)
+	writeText(t, e.cfgPath, strings.Replace(string(mustRead(t, e.cfgPath)), `listen: "off"`, "listen: "+metricsAddr, 1))
 	e.startAgent()
 
 	files := map[string][]byte{
@@ -75,6 +80,29 @@ func TestFolderToVerifiedEvent(t *testing.T) {
 	if out, code := e.courier("status", "--config", e.cfgPath, "--json"); code != 0 || !strings.Contains(out, `"done"`) {
 		t.Errorf("courier status: exit %d\n%s", code, out)
 	}
+	want := fmt.Sprintf(`courier_items{state="done"} %d`, len(files))
+	waitFor(t, 30*time.Second, "/metrics to count every file done", func() bool {
+		return strings.Contains(httpGet(t, "http://"+metricsAddr+"/metrics"), want)
+	})
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if body := httpGet(t, "http://"+metricsAddr+p); body == "" {
+			t.Errorf("%s: no answer", p)
+		}
+	}
+}
+
+// httpGet returns the body of a 200 answer, "" otherwise.
+func httpGet(t *testing.T, url string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return string(b)
 }
 
 // assertOneEventPerFile: every file id has exactly one event id per type, and one terminal type.
