@@ -555,6 +555,8 @@ func TestNoWatchRescans(t *testing.T) {
 	waitItem(t, sp, "present.txt", spool.StateReceived)
 	writeFile(t, filepath.Join(root, "deep/er/later.txt"), []byte("later"))
 	waitItem(t, sp, "deep/er/later.txt", spool.StateReceived)
+	// The spool commits before the source counts the take: wait for the count.
+	waitFor(t, "both files counted as taken", func() bool { return r.Stats().Taken == 2 })
 	if st := r.Stats(); st.Watching || st.Folders != 0 || st.Taken != 2 {
 		t.Fatalf("stats %+v, want 2 taken without watching", st)
 	}
