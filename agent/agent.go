@@ -85,7 +85,7 @@ func (a *Agent) build(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", cfg.File, err)
 		}
 		a.mqtt = conn
-		if cfg.Events.MQTT {
+		if *cfg.Events.MQTT {
 			s := mqtt.NewEventSink(conn, 0)
 			a.sinks = append(a.sinks, batchSink{s})
 			sinkNames = append(sinkNames, s.Name())
@@ -372,7 +372,7 @@ func ReplaySinks(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]e
 		sinks = append(sinks, fs)
 		closers = append(closers, fs)
 	}
-	if cfg.Events.MQTT && cfg.MQTT.Broker != "" {
+	if *cfg.Events.MQTT && cfg.MQTT.Broker != "" {
 		o := MQTTOptions(cfg, log)
 		o.ClientID = "courier-" + cfg.Agent.ID + "-replay" // the agent's own session stays untouched
 		conn, err := mqtt.New(o)

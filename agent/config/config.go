@@ -89,7 +89,9 @@ type Source struct {
 }
 
 type Events struct {
-	MQTT bool   `yaml:"mqtt" json:"mqtt"`
+	// MQTT defaults to on when mqtt.broker is set: an agent that has a broker
+	// announces its files there unless told not to.
+	MQTT *bool  `yaml:"mqtt" json:"mqtt"`
 	File string `yaml:"file" json:"file"`
 }
 
@@ -322,6 +324,10 @@ func (c *Config) ApplyDefaults() {
 			}
 		}
 	}
+	if c.Events.MQTT == nil {
+		on := c.MQTT.Broker != ""
+		c.Events.MQTT = &on
+	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9464"
 	}
@@ -382,7 +388,7 @@ func (c *Config) Validate() error {
 		bad("spool.keep_done", "must be > 0, got %s", c.Spool.KeepDone)
 	}
 	names := map[string]int{}
-	needMQTT := c.Events.MQTT
+	needMQTT := *c.Events.MQTT
 	for i, s := range c.Sources {
 		key := fmt.Sprintf("sources[%d]", i)
 		if s.Name == "" {

@@ -37,6 +37,16 @@ func TestDefaults(t *testing.T) {
 	if strings.Join(s.Exclude, ",") != "*.tmp,*.part,~*,.*" || strings.Join(s.Include, ",") != "*" {
 		t.Errorf("pattern defaults: %v %v", s.Include, s.Exclude)
 	}
+	if *c.Events.MQTT {
+		t.Errorf("events.mqtt on without a broker")
+	}
+	withBroker, err := Parse("b.yaml", []byte(minimal+"mqtt: {broker: \"tcp://127.0.0.1:1883\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !*withBroker.Events.MQTT {
+		t.Errorf("events.mqtt off by default although mqtt.broker is set")
+	}
 	if c.HTTP.Listen != "127.0.0.1:9464" || c.Log.Format != "json" {
 		t.Errorf("http/log defaults: %+v %+v", c.HTTP, c.Log)
 	}
