@@ -302,11 +302,12 @@ func (f *Feed) setFull(full bool) {
 	}
 }
 
-// intake describes a message for the spool. Meta carries the topic and the levels
-// that matched a '+' of the subscription, keyed by their position (0-based), e.g.
-// devices/+/files/# on devices/bed-7/files/x gives topic_level_1 = bed-7.
+// intake describes a message for the spool. Meta carries the levels that matched a
+// '+' of the subscription, keyed by their position (0-based), e.g. devices/+/files/#
+// on devices/bed-7/files/x gives topic_level_1 = bed-7. The whole topic stays in the
+// private SourceRef: its last levels are often a file name, which events may not carry.
 func (f *Feed) intake(topic string) spool.Intake {
-	meta := map[string]string{"topic": topic}
+	meta := map[string]string{}
 	levels := strings.Split(topic, "/")
 	for _, filter := range f.opts.Topics {
 		if !matches(filter, levels) {
@@ -371,8 +372,7 @@ func (c *Conn) onUnrouted(_ paho.Client, m paho.Message) {
 				"size", len(m.Payload()))
 			return
 		}
-		in := spool.Intake{Source: UnroutedSource, SourceKind: "mqtt", SourceRef: m.Topic(),
-			Meta: map[string]string{"topic": m.Topic()}}
+		in := spool.Intake{Source: UnroutedSource, SourceKind: "mqtt", SourceRef: m.Topic()}
 		it, err := sp.Reject(ctx, in, int64(len(m.Payload())), "no mqtt source is configured for this topic")
 		if err != nil {
 			c.log.Error("mqtt message on an unrouted topic not recorded; left unacknowledged", "err", err)

@@ -92,7 +92,7 @@ func TestFeedSpoolsEveryMessageOnce(t *testing.T) {
 		if it.Source != "bedside" || it.SourceKind != "mqtt" || it.Priority != spool.PriorityHigh {
 			t.Fatalf("item %s: source %q kind %q priority %v", it.ID, it.Source, it.SourceKind, it.Priority)
 		}
-		if it.Meta["topic"] != it.SourceRef || it.Meta["topic_level_1"] == "" {
+		if _, leaked := it.Meta["topic"]; leaked || it.SourceRef == "" || it.Meta["topic_level_1"] == "" {
 			t.Fatalf("item %s: meta %v, ref %q", it.ID, it.Meta, it.SourceRef)
 		}
 	}
