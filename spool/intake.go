@@ -418,7 +418,8 @@ func (s *Spool) commit(ctx context.Context, in Intake, id string, st staged) (*I
 func (s *Spool) dedupe(ctx context.Context, tx *sql.Tx, it *Item, env *Envelope, now time.Time) error {
 	cutoff := nanos(now.Add(-s.opts.KeepDone))
 	// An item still in flight counts however old it is; a finished one for keep_done.
-	const live = `state NOT IN ('rejected', 'duplicate')
+	// A quarantined item is no original either: its stored bytes may be why it failed.
+	const live = `state NOT IN ('rejected', 'duplicate', 'quarantined')
 		AND (received_at >= ? OR state NOT IN ('published', 'done'))`
 	if env == nil || env.DedupeKey == "" {
 		var first string

@@ -61,17 +61,18 @@ type Source struct {
 	stats Stats
 
 	// Owned by Run's goroutine.
-	watcher    *fsnotify.Watcher
-	watched    map[string]bool       // absolute folder paths with a watch
-	pending    map[string]*candidate // by slash-separated path relative to root
-	queue      dueQueue              // when pending candidates are due
-	known      map[string]string     // rel -> fingerprint of a state already dealt with
-	stuck      map[string]stuck      // rel -> dealt with, but not yet released / moved aside
-	warned     map[string]bool       // unreadable entries already logged at warn
-	rootReal   string                // root with symlinks resolved, "" while unavailable
-	rootErr    bool                  // the root was unavailable at the last scan
-	fullLogged time.Time
-	addLogged  bool
+	watcher     *fsnotify.Watcher
+	watched     map[string]bool       // absolute folder paths with a watch
+	pending     map[string]*candidate // by slash-separated path relative to root
+	queue       dueQueue              // when pending candidates are due
+	known       map[string]string     // rel -> fingerprint of a state already dealt with
+	partialScan bool                  // the last full scan skipped something it could not read
+	stuck       map[string]stuck      // rel -> dealt with, but not yet released / moved aside
+	warned      map[string]bool       // unreadable entries already logged at warn
+	rootReal    string                // root with symlinks resolved, "" while unavailable
+	rootErr     bool                  // the root was unavailable at the last scan
+	fullLogged  time.Time
+	addLogged   bool
 }
 
 // candidate is a file waiting to settle.
@@ -375,6 +376,7 @@ func (s *Source) fullScan(ctx context.Context) {
 	}
 	files := map[string]bool{}
 	dirs := map[string]bool{}
+	s.partialScan = false
 	if !s.walk(ctx, s.root, files, dirs) {
 		return
 	}
@@ -409,6 +411,12 @@ type fingerprintPruner interface {
 func (s *Source) pruneFingerprints(ctx context.Context) {
 	p, ok := s.sp.(fingerprintPruner)
 	if !s.keep || !ok {
+		return
+	}
+	// Only a scan that saw the whole tree may say a file is gone: a sub-folder that
+	// could not be read, or a share whose mount point is empty while it is down,
+	// would otherwise make every kept file look new again.
+	if s.partialScan || len(s.known) == 0 {
 		return
 	}
 	present := make(map[string]bool, len(s.known))
@@ -448,6 +456,7 @@ func (s *Source) walk(ctx context.Context, dir string, files, dirs map[string]bo
 				s.warned[p] = true
 			}
 			s.log.Log(ctx, lvl, "folder: cannot read an entry, will try again", "file", ref(s.relOr(p)), "err", errKind(err))
+			s.partialScan = true
 			if d != nil && d.IsDir() {
 				return fs.SkipDir
 			}

@@ -78,9 +78,12 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 			return
 		}
 	}
-	// Hard-linking into the spool is only safe when our name goes away at once: a name
-	// kept or moved elsewhere would share the stored bytes with whoever edits it later.
-	link := s.opts.After == "delete"
+	// Always a copy. A hard link would share the stored bytes with the folder's name
+	// until we delete it; if that delete fails (a virus scanner holds the file) or the
+	// agent dies first, an exporter that rewrites the same name in place (fixed-name
+	// lab exports) would change a committed item. A zero-copy intake needs a journaled
+	// rename in the spool; until then correctness wins over one extra copy.
+	link := false
 	start := time.Now()
 	it, err := s.sp.ReceiveFile(ctx, in, p, link)
 	if err != nil {
@@ -103,9 +106,10 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 			delete(s.pending, rel)
 		case isBusy(err):
 			s.retryIn(rel, c, s.opts.Settle)
-		case errors.Is(err, fs.ErrPermission):
-			s.reject(ctx, p, rel, fi, fi.Size(), "file cannot be read: permission denied")
 		default:
+			// Includes permission errors: readability was checked when the file was
+			// opened above, so a permission error here is the spool's own (data_dir not
+			// writable, a scanner holding the new file) and no reason to reject.
 			// Never lose the file: it stays, and the next scan offers it again.
 			s.log.Error("folder: receiving file failed, will try again", "file", ref(rel), "err", redact(err, p))
 			delete(s.pending, rel)
@@ -243,7 +247,7 @@ func (s *Source) moveAside(p, rel, id, reason string) (string, error) {
 	note := fmt.Sprintf("%s\nitem: %s\nsource: %s\nrejected_at: %s\n", reason, id, s.opts.Name,
 		s.now().UTC().Format(time.RFC3339))
 	rp := filepath.Join(filepath.Dir(dst), fitName(filepath.Base(dst), ".reason.txt"))
-	if err := os.WriteFile(rp, []byte(note), 0o640); err != nil {
+	if err := writeNew(rp, []byte(note)); err != nil {
 		// The file is aside and the reason is in the spool and the event.
 		s.log.Error("folder: could not write the reason file", "id", id, "err", redact(err, rp))
 	}
@@ -348,4 +352,18 @@ func redact(err error, p string) string {
 		msg = strings.ReplaceAll(msg, p, "<file>")
 	}
 	return msg
+}
+
+// writeNew writes a file that must not exist yet: a reason note never replaces a
+// rejected file that happens to carry the same name.
+func writeNew(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
