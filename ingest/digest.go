@@ -274,7 +274,10 @@ func (s *Server) wholeDigest(ctx context.Context, up handler.Upload, info handle
 	}
 	s.metrics.fallback.Inc()
 	s.log.Info("digest state does not cover the upload; reading the stored object", "id", info.ID, "size", info.Size)
-	rd, err := up.GetReader(ctx)
+	// Not bound to the request: a client that gives up waiting on a large object
+	// must not make every retry start the read from zero again. The verified mark
+	// saved at the end answers its next HEAD.
+	rd, err := up.GetReader(context.WithoutCancel(ctx))
 	if err != nil {
 		return "", nil, fmt.Errorf("read upload %s for its digest: %w", info.ID, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -257,6 +258,19 @@ func (s *Server) serveTus(w http.ResponseWriter, r *http.Request) {
 	s.tusd.ServeHTTP(w, r)
 }
 
+// notFoundOr503 reports whether err means the upload does not exist. Any other
+// store error is answered 503 here (the client retries): it must not be taken for
+// "unknown upload", which would skip the owner check or start the upload anew.
+func (s *Server) notFoundOr503(w http.ResponseWriter, id string, err error) bool {
+	var he handler.Error
+	if errors.Is(err, os.ErrNotExist) || (errors.As(err, &he) && he.ErrorCode == handler.ErrNotFound.ErrorCode) {
+		return true
+	}
+	s.log.Warn("store error looking up an upload; asking the client to retry", "id", id, "err", err)
+	tusError(w, http.StatusServiceUnavailable, "ERR_STORE_UNAVAILABLE", "the upload could not be looked up, try again")
+	return false
+}
+
 // owns answers 403 unless who may touch upload id. Unknown ids pass: tusd
 // answers 404 for them.
 func (s *Server) owns(w http.ResponseWriter, r *http.Request, id, who string) bool {
@@ -267,11 +281,11 @@ func (s *Server) owns(w http.ResponseWriter, r *http.Request, id, who string) bo
 	if !ok {
 		up, err := s.store.GetUpload(r.Context(), id)
 		if err != nil {
-			return true
+			return !s.notFoundOr503(w, id, err) // unknown ids pass: tusd answers 404
 		}
 		info, err := up.GetInfo(r.Context())
 		if err != nil {
-			return true
+			return !s.notFoundOr503(w, id, err)
 		}
 		owner = info.MetaData["agent"]
 		s.owners.Store(id, owner)
@@ -387,11 +401,11 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, who string) {
 func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, id, who string) bool {
 	up, err := s.store.GetUpload(r.Context(), id)
 	if err != nil {
-		return false
+		return !s.notFoundOr503(w, id, err)
 	}
 	info, err := up.GetInfo(r.Context())
 	if err != nil {
-		return false
+		return !s.notFoundOr503(w, id, err)
 	}
 	if l := r.Header.Get("Upload-Length"); l != "" && !info.SizeIsDeferred && l != strconv.FormatInt(info.Size, 10) {
 		tusError(w, http.StatusConflict, "ERR_COURIER_ID_EXISTS",
@@ -403,11 +417,18 @@ func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, id, who 
 		tusError(w, http.StatusForbidden, "ERR_FORBIDDEN", "courier-id belongs to an upload of another agent")
 		return true
 	}
-	if d, _ := s.verifiedDigest(r.Context(), up, info); d != "" {
+	d, err := s.verifiedDigest(r.Context(), up, info)
+	switch {
+	case d != "":
 		w.Header().Set("Courier-Sha256", d)
-	} else if info.Offset == info.Size && info.MetaData["sha256"] != "" {
+	case errors.Is(err, errFileMismatch):
 		// It did not verify and was discarded: make a new one.
 		return false
+	case err != nil:
+		// A passing store error must never replace a complete upload with an empty one.
+		s.log.Warn("existing upload not checked; asking the client to retry", "id", id, "err", err)
+		tusError(w, http.StatusServiceUnavailable, "ERR_STORE_UNAVAILABLE", "the existing upload could not be checked, try again")
+		return true
 	}
 	scheme := "http"
 	if r.TLS != nil {
