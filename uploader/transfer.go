@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -182,6 +183,14 @@ type transfer struct {
 }
 
 func (t *transfer) run(ctx context.Context) (string, error) {
+	if t.url != "" && !t.u.underEndpoint(t.url) {
+		// upload.endpoint was changed (a new ingest server): an upload begun at the
+		// old one is not resumed there; the new server is asked by courier-id.
+		t.log.Info("upload was begun at another endpoint; creating it at the configured one")
+		if err := t.forget(ctx); err != nil {
+			return "", err
+		}
+	}
 	for round := 0; ; round++ {
 		if round > 3 {
 			return "", fail(failCounted, "server lost the upload %d times in one attempt", round)
@@ -216,6 +225,18 @@ func (t *transfer) run(ctx context.Context) (string, error) {
 		t.log.Warn("server cannot verify uploads; keeping the item waiting", "url", t.url)
 		return "", &failure{kind: failLater, err: fmt.Errorf("%w: no Courier-Sha256 from %s", ErrNotVerified, t.url)}
 	}
+}
+
+// underEndpoint reports whether an upload URL belongs to the configured endpoint:
+// same scheme and host, and a path below the endpoint's.
+func (u *Uploader) underEndpoint(raw string) bool {
+	v, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	e := u.endpoint
+	return strings.EqualFold(v.Scheme, e.Scheme) && strings.EqualFold(v.Host, e.Host) &&
+		strings.HasPrefix(v.Path, strings.TrimSuffix(e.Path, "/"))
 }
 
 // forget drops the upload URL here and in the store.

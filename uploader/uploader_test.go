@@ -643,3 +643,25 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// upload.endpoint changed to a new server: an upload URL stored from the old one
+// is not resumed there (it may be gone for good); the item is created at the new one.
+func TestEndpointChangeCreatesAtNewServer(t *testing.T) {
+	e := newEnv(t)
+	data := payload(3*testChunk, 9)
+	it := e.add(data, "a")
+	ctx := context.Background()
+	l, err := e.spool.Lease(ctx, "old-agent", time.Minute)
+	if err != nil || l.ID != it.ID {
+		t.Fatalf("lease: %v", err)
+	}
+	if err := e.spool.SetUploadURL(ctx, it.ID, "old-agent", "http://127.0.0.1:1/files/"+it.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.spool.Release(ctx, it.ID, "old-agent"); err != nil {
+		t.Fatal(err)
+	}
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
+	e.checkStored(got, data)
+}
