@@ -183,7 +183,9 @@ func (a *Agent) Spool() *spool.Spool { return a.spool }
 // component fails. It closes the spool before returning.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.close()
-	g, ctx := errgroup.WithContext(ctx)
+	// Build every source before starting anything: a source that cannot start
+	// must not leave others running on a spool that is about to close.
+	var sources []*folder.Source
 	for i, sc := range a.cfg.Sources {
 		if sc.Kind != "folder" {
 			continue
@@ -203,8 +205,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			Logger:    a.log.With("component", "folder", "source", sc.Name),
 		}, a.spool)
 		if err != nil {
-			return fmt.Errorf("%s: sources[%d]: %w", a.cfg.File, i, err)
+			return &config.Error{File: a.cfg.File, Key: fmt.Sprintf("sources[%d]", i), Problem: err.Error()}
 		}
+		sources = append(sources, src)
+	}
+	if a.cfg.RemoteConfig.Enabled {
+		a.log.Warn("remote_config.enabled is set, but this version does not apply pushed configuration yet; the local file is used")
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for _, src := range sources {
 		g.Go(func() error { return src.Run(ctx) })
 	}
 	g.Go(func() error { return a.uploader.Run(ctx) })
@@ -255,7 +264,7 @@ func (a *Agent) housekeeping(ctx context.Context) {
 	defer t.Stop()
 	sweep := time.Now()
 	for {
-		a.writeStatus(ctx)
+		a.writeStatus(ctx, false)
 		if time.Since(sweep) > 10*time.Minute {
 			if n, err := a.spool.Sweep(ctx); err != nil {
 				a.log.Warn("sweeping finished items failed", "err", err)
@@ -266,7 +275,7 @@ func (a *Agent) housekeeping(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			a.writeStatus(context.Background())
+			a.writeStatus(context.Background(), true)
 			return
 		case <-t.C:
 		}
@@ -375,6 +384,7 @@ func ReplaySinks(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]e
 	if *cfg.Events.MQTT && cfg.MQTT.Broker != "" {
 		o := MQTTOptions(cfg, log)
 		o.ClientID = "courier-" + cfg.Agent.ID + "-replay" // the agent's own session stays untouched
+		o.Transient = true
 		conn, err := mqtt.New(o)
 		if err != nil {
 			closeAll()

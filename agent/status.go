@@ -116,13 +116,13 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 }
 
 // writeStatus leaves the live state (link, pid) where `courier status` finds it.
-func (a *Agent) writeStatus(ctx context.Context) {
+func (a *Agent) writeStatus(ctx context.Context, stopped bool) {
 	st, err := a.Snapshot(ctx)
 	if err != nil {
 		a.log.Debug("status snapshot failed", "err", err)
 		return
 	}
-	if ctx.Err() != nil {
+	if stopped {
 		st.State = "stopped"
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")

@@ -4,15 +4,15 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +34,8 @@ type Config struct {
 
 	// File is where the config was read from ("" when built in code).
 	File string `yaml:"-" json:"-"`
+	// set holds the keys the file wrote, so an explicit 0 ("no limit") is kept.
+	set map[string]bool
 }
 
 type Agent struct {
@@ -198,16 +200,17 @@ func Parse(name string, b []byte) (*Config, error) {
 	if len(missing) > 0 {
 		return nil, &Error{File: name, Problem: "environment variable(s) not set: " + strings.Join(missing, ", ")}
 	}
-	expanded, err := yaml.Marshal(&root)
-	if err != nil {
-		return nil, &Error{File: name, Problem: yamlProblem(err)}
-	}
 	var c Config
 	if len(root.Content) > 0 {
-		dec := yaml.NewDecoder(bytes.NewReader(expanded))
-		dec.KnownFields(true)
-		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-			return nil, &Error{File: name, Problem: yamlProblem(err)}
+		doc := root.Content[0]
+		keys := map[int]string{} // line → key path, to name the key in decoding errors
+		c.set = map[string]bool{}
+		if es := checkKeys(name, doc, reflect.TypeOf(c), "", keys, c.set); len(es) > 0 {
+			return nil, es
+		}
+		// Decoding the node tree keeps the file's own line numbers.
+		if err := doc.Decode(&c); err != nil {
+			return nil, decodeErrors(name, err, keys)
 		}
 	}
 	c.File = name
@@ -235,6 +238,71 @@ func expandEnv(n *yaml.Node, missing *[]string) {
 	for _, c := range n.Content {
 		expandEnv(c, missing)
 	}
+}
+
+// checkKeys reports keys the configuration does not know, by their full path,
+// and records which key each value line belongs to.
+func checkKeys(file string, n *yaml.Node, t reflect.Type, path string, keys map[int]string, set map[string]bool) Errors {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if path != "" {
+		keys[n.Line] = path
+		set[path] = true
+	}
+	var es Errors
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if tag != "" && tag != "-" {
+				fields[tag] = t.Field(i).Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := k.Value
+			if path != "" {
+				key = path + "." + k.Value
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				es = append(es, &Error{File: file, Key: key, Problem: fmt.Sprintf("unknown key (line %d)", k.Line)})
+				continue
+			}
+			es = append(es, checkKeys(file, v, ft, key, keys, set)...)
+		}
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for i, v := range n.Content {
+			es = append(es, checkKeys(file, v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), keys, set)...)
+		}
+	}
+	return es
+}
+
+var lineRef = regexp.MustCompile(`^line (\d+): `)
+
+// decodeErrors turns "line 17: bad duration" into "spool.keep_done: bad duration (line 17)".
+func decodeErrors(file string, err error, keys map[int]string) error {
+	var te *yaml.TypeError
+	msgs := []string{yamlProblem(err)}
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	}
+	var es Errors
+	for _, m := range msgs {
+		e := &Error{File: file, Problem: m}
+		if sm := lineRef.FindStringSubmatch(m); sm != nil {
+			line, _ := strconv.Atoi(sm[1])
+			if k, ok := keys[line]; ok {
+				e.Key = k
+				e.Problem = strings.TrimPrefix(m, sm[0]) + " (line " + sm[1] + ")"
+			}
+		}
+		es = append(es, e)
+	}
+	return es
 }
 
 func yamlProblem(err error) string {
@@ -274,10 +342,11 @@ func (c *Config) ApplyDefaults() {
 	if u.Retry.MaxAttempts == 0 {
 		u.Retry.MaxAttempts = 30
 	}
-	if c.Spool.MaxBytes == 0 {
+	// 0 written in the file means "no limit"; only a missing key gets the default.
+	if c.Spool.MaxBytes == 0 && !c.set["spool.max_bytes"] {
 		c.Spool.MaxBytes = 10 * GiB
 	}
-	if c.Spool.MinFreeDisk == 0 {
+	if c.Spool.MinFreeDisk == 0 && !c.set["spool.min_free_disk"] {
 		c.Spool.MinFreeDisk = 1 * GiB
 	}
 	if c.Spool.KeepDone == 0 {
@@ -412,6 +481,9 @@ func (c *Config) Validate() error {
 		case "folder":
 			if s.Path == "" {
 				bad(key+".path", "must be set for kind folder")
+			} else if fi, err := os.Stat(s.Path); err == nil && !fi.IsDir() {
+				// A folder that does not exist yet is fine (a share mounted later).
+				bad(key+".path", "%q is a file, not a folder", s.Path)
 			}
 			for j, p := range append(append([]string{}, s.Include...), s.Exclude...) {
 				if _, err := filepath.Match(p, "x"); err != nil {
@@ -466,7 +538,7 @@ func (c *Config) Validate() error {
 			bad("mqtt.broker", "must be a URL like tcp://host:1883 or ssl://host:8883, got %q", c.MQTT.Broker)
 		} else {
 			switch u.Scheme {
-			case "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss":
+			case "tcp", "ssl", "tls", "mqtt", "mqtts":
 			default:
 				bad("mqtt.broker", "scheme must be tcp or ssl, got %q", u.Scheme)
 			}

@@ -66,8 +66,8 @@ func TestErrorsNameFileKeyProblem(t *testing.T) {
 		{"bad priority", `sources: [{name: a, kind: folder, path: /x, priority: urgent}]`, `sources[0].priority: must be one of high, normal, low`},
 		{"bad endpoint", `upload: {endpoint: "ftp://x"}`, `upload.endpoint: must be an http:// or https:// URL`},
 		{"tiny chunk", `upload: {chunk_size: 1KiB}`, `upload.chunk_size: must be at least 64KiB`},
-		{"unknown key", `upload: {chunksize: 1MiB}`, `field chunksize not found`},
-		{"bad size", `spool: {max_bytes: lots}`, `bad size "lots"`},
+		{"unknown key", `upload: {chunksize: 1MiB}`, `upload.chunksize: unknown key (line 2)`},
+		{"bad size", `spool: {max_bytes: lots}`, `spool.max_bytes: bad size "lots"`},
 		{"missing file", `upload: {bearer_token_file: /nonexistent/token}`, `upload.bearer_token_file: cannot read "/nonexistent/token"`},
 		{"remote config without keys", "mqtt: {broker: tcp://127.0.0.1:1883}\nremote_config: {enabled: true}", `remote_config.trusted_keys: must list at least one key`},
 	}
@@ -125,7 +125,7 @@ func TestSizes(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "lots", "MiB", "-x"} {
+	for _, bad := range []string{"", "lots", "MiB", "-x", "99999999999999999999", "9999999TiB"} {
 		if _, err := ParseSize(bad); err == nil {
 			t.Errorf("ParseSize(%q): no error", bad)
 		}
@@ -151,5 +151,25 @@ func TestExampleConfigs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Line numbers are the file's own, blank lines and comments included.
+func TestErrorLineNumbers(t *testing.T) {
+	doc := "# a comment\n\nagent: {id: a1, data_dir: /tmp/x}\n\nupload:\n  endpoint: https://i.example.org/files/\n\n\nspool:\n  keep_done: 7d\n"
+	_, err := Parse("ln.yaml", []byte(doc))
+	if err == nil || !strings.Contains(err.Error(), "ln.yaml: spool.keep_done: bad duration") || !strings.Contains(err.Error(), "(line 10)") {
+		t.Fatalf("error %v, want spool.keep_done named with line 10", err)
+	}
+}
+
+// An explicit 0 means "no limit" and is kept; a missing key gets the default.
+func TestExplicitZeroLimits(t *testing.T) {
+	c, err := Parse("z.yaml", []byte(minimal+"spool: {max_bytes: 0, min_free_disk: 0}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Spool.MaxBytes != 0 || c.Spool.MinFreeDisk != 0 {
+		t.Errorf("explicit zeros replaced: max_bytes %d, min_free_disk %d", c.Spool.MaxBytes, c.Spool.MinFreeDisk)
 	}
 }

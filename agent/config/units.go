@@ -52,6 +52,9 @@ func ParseSize(s string) (Size, error) {
 	if err != nil || f < 0 {
 		return 0, fmt.Errorf("bad size %q (want e.g. 8MiB, 10GiB, 1048576)", s)
 	}
+	if f*float64(mult) >= 1<<63 {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
 	return Size(f * float64(mult)), nil
 }
 

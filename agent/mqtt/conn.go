@@ -38,6 +38,10 @@ type Options struct {
 	TLS          TLSOptions
 	AgentID      string // names the courier/<agent-id>/… topics
 	Logger       *slog.Logger
+	// Transient is for short-lived helpers such as `courier events replay`: a clean
+	// session and no last will, so they neither leave a session at the broker nor
+	// mark the running agent offline when they end.
+	Transient bool
 
 	// Tuning; zero values pick the defaults in brackets.
 	KeepAlive            time.Duration // [30s]
@@ -147,7 +151,7 @@ func New(opts Options) (*Conn, error) {
 	c.store = &resumeCountingStore{Store: paho.NewMemoryStore()}
 	po.SetStore(c.store)
 	po.SetClientID(opts.ClientID)
-	po.SetCleanSession(false)
+	po.SetCleanSession(opts.Transient)
 	po.SetResumeSubs(true)
 	po.SetOrderMatters(false)
 	po.SetAutoAckDisabled(true)
@@ -158,7 +162,9 @@ func New(opts Options) (*Conn, error) {
 	po.SetPingTimeout(opts.KeepAlive / 2)
 	po.SetConnectTimeout(opts.ConnectTimeout)
 	po.SetWriteTimeout(opts.PublishTimeout)
-	po.SetBinaryWill(StatusTopic(opts.AgentID), offlinePayload, 1, true)
+	if !opts.Transient {
+		po.SetBinaryWill(StatusTopic(opts.AgentID), offlinePayload, 1, true)
+	}
 	po.SetDefaultPublishHandler(c.onUnrouted)
 	po.SetOnConnectHandler(c.onConnect)
 	po.SetConnectionLostHandler(c.onLost)

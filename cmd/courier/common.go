@@ -80,6 +80,15 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, o))
 }
 
+// parseFailed is the exit status after a flag error: 0 for -h (help was asked
+// for and printed), 2 for bad usage.
+func parseFailed(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
 func fail(stderr io.Writer, format string, args ...any) int {
 	fmt.Fprintf(stderr, "courier: "+format+"\n", args...)
 	return 1

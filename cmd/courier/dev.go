@@ -29,7 +29,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8080", "address of the embedded courier-ingest")
 	dir := fs.String("dir", "var", "working directory for inbox, spool, objects and events.jsonl")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	root, err := filepath.Abs(*dir)
 	if err != nil {

@@ -22,7 +22,7 @@ func cmdEvents(args []string, stdout, stderr io.Writer) int {
 	since := fs.String("since", "", "start of the window (RFC 3339, a date 2006-01-02, or a duration ago like 24h)")
 	until := fs.String("until", "", "end of the window (default now)")
 	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if *since == "" {
 		return usageErr(stderr, "events replay: --since is required")

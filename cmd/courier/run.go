@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/signal"
@@ -15,7 +16,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", stderr)
 	cfgPath := fs.String("config", "", "config file (default "+config.DefaultPath()+")")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	cfg, code := loadConfig(*cfgPath, stderr)
 	if cfg == nil {
@@ -39,6 +40,11 @@ func runAgent(ctx context.Context, cfg *config.Config, opts agent.Options, stder
 		return fail(stderr, "start agent: %v", err)
 	}
 	if err := a.Run(ctx); err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			printConfigError(stderr, ce)
+			return 2
+		}
 		return fail(stderr, "agent stopped: %v", err)
 	}
 	log.Info("courier agent stopped")

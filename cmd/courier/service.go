@@ -82,7 +82,7 @@ func cmdService(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("service "+action, stderr)
 	cfgPath := fs.String("config", config.DefaultPath(), "config file the service runs with")
 	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	abs, err := filepath.Abs(*cfgPath)
 	if err != nil {

@@ -52,7 +52,7 @@ func spoolLs(args []string, stdout, stderr io.Writer) int {
 	limit := fs.Int("limit", 0, "at most this many (newest first)")
 	asJSON := fs.Bool("json", false, "print JSON for machines")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if err := checkState(*state); err != nil {
 		return usageErr(stderr, "spool ls: %v", err)
@@ -145,7 +145,7 @@ func spoolShow(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "config file")
 	ids, err := parseInterspersed(fs, args)
 	if err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if len(ids) != 1 {
 		return usageErr(stderr, "spool show: want exactly one item ID")
@@ -178,10 +178,13 @@ func spoolRetry(args []string, stdout, stderr io.Writer) int {
 	state := fs.String("state", "", "retry every item in this state (quarantined or waiting)")
 	ids, err := parseInterspersed(fs, args)
 	if err != nil {
-		return 2
+		return parseFailed(err)
 	}
-	if (len(ids) == 0) == (*state == "") {
-		return usageErr(stderr, "spool retry: give item IDs or --state quarantined, not both")
+	if len(ids) == 0 && *state == "" {
+		return usageErr(stderr, "spool retry: give item IDs, or --state quarantined to retry all of them")
+	}
+	if len(ids) > 0 && *state != "" {
+		return usageErr(stderr, "spool retry: give item IDs or --state, not both")
 	}
 	if *state != "" && *state != string(spool.StateQuarantined) && *state != string(spool.StateWaiting) {
 		return usageErr(stderr, "spool retry: --state must be quarantined or waiting, got %q", *state)

@@ -17,7 +17,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "config file")
 	asJSON := fs.Bool("json", false, "print JSON for machines")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	cfg, code := loadConfig(*cfgPath, stderr)
 	if cfg == nil {
