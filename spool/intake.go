@@ -62,11 +62,11 @@ func (s *Spool) ReceiveFile(ctx context.Context, in Intake, path string, move bo
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	fi, err := os.Stat(path)
+	fi, err := os.Lstat(path)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: receive file from %s: %w", s.dir, in.Source, err)
 	}
-	if !fi.Mode().IsRegular() {
+	if !fi.Mode().IsRegular() { // a symlink is not followed: its target may be anywhere
 		return nil, fmt.Errorf("spool %s: receive file from %s: not a regular file", s.dir, in.Source)
 	}
 	if in.MaxSize > 0 && fi.Size() > in.MaxSize {
@@ -91,11 +91,15 @@ func (s *Spool) ReceiveFile(ctx context.Context, in Intake, path string, move bo
 		}
 		s.log.Debug("spool: hard link not possible, copying", "id", id, "err", err)
 	}
-	f, err := os.Open(path)
+	f, err := openNoFollow(path)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: receive item %s from %s: %w", s.dir, id, in.Source, err)
 	}
 	defer f.Close()
+	// The same regular file that was looked at, not something swapped in since.
+	if ofi, err := f.Stat(); err != nil || !ofi.Mode().IsRegular() || !os.SameFile(fi, ofi) {
+		return nil, fmt.Errorf("spool %s: receive item %s from %s: the file was replaced while it was being taken", s.dir, id, in.Source)
+	}
 	st, err := s.stageStream(ctx, id, in.MaxSize, allowed, f)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: receive item %s from %s: %w", s.dir, id, in.Source, err)

@@ -507,3 +507,23 @@ func TestNoInspect(t *testing.T) {
 		t.Fatal("inspected item has no envelope: the test's inspector did not run")
 	}
 }
+
+// A symlink handed in as a file is not followed: whatever it points at stays out.
+func TestReceiveFileRefusesSymlink(t *testing.T) {
+	s := openTest(t, Options{})
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("not for upload"), 0o600)
+	link := filepath.Join(dir, "inbox-file")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Skip("no symlinks here:", err)
+	}
+	for _, move := range []bool{false, true} {
+		if it, err := s.ReceiveFile(context.Background(), Intake{Source: "lab"}, link, move); err == nil {
+			t.Fatalf("move=%v: symlink received as item %s", move, it.ID)
+		}
+	}
+	if items, _ := s.List(context.Background(), ListFilter{}); len(items) != 0 {
+		t.Fatalf("%d items stored from a symlink", len(items))
+	}
+}

@@ -63,3 +63,9 @@ func freeDisk(dir string) (int64, error) {
 func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
+
+// openNoFollow opens a source file for reading without following a symlink in
+// its last component: a link swapped in after the caller looked is refused.
+func openNoFollow(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+}

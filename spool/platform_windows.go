@@ -59,3 +59,9 @@ func freeDisk(dir string) (int64, error) {
 func isNoSpace(err error) bool {
 	return errors.Is(err, windows.ERROR_DISK_FULL) || errors.Is(err, windows.ERROR_HANDLE_DISK_FULL)
 }
+
+// openNoFollow opens a source file for reading. Windows has no O_NOFOLLOW; the
+// caller compares the opened file with what Lstat saw.
+func openNoFollow(path string) (*os.File, error) {
+	return os.Open(path)
+}
