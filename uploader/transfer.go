@@ -349,6 +349,11 @@ func (t *transfer) create(ctx context.Context) (bool, error) {
 			// The endpoint itself is wrong: no file is at fault.
 			return false, fail(failPaused, "create upload at %s: %w", t.u.endpoint.Redacted(), &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body})
 		}
+		if r.code == http.StatusConflict && strings.Contains(r.body, "ERR_COURIER_ID_EXISTS") {
+			// The server holds this file id with another length: waiting cannot fix
+			// that, a person must look (the server's answer says what it holds).
+			return false, fail(failFile, "create upload for %s: %w", t.item.ID, &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body})
+		}
 		f := r.classify()
 		if r.code == 460 && inline {
 			return false, t.wholeFileMismatch(f)

@@ -665,3 +665,28 @@ func TestEndpointChangeCreatesAtNewServer(t *testing.T) {
 	got := e.wait(it.ID, spool.StateVerified, spool.StateQuarantined)
 	e.checkStored(got, data)
 }
+
+// The server already holds this file id with another length (a spool restored from
+// a backup, a clash): waiting cannot fix that, so the file is quarantined.
+func TestCourierIDClashQuarantines(t *testing.T) {
+	e := newEnv(t)
+	data := payload(2*testChunk, 10)
+	it := e.add(data, "a")
+	req, _ := http.NewRequest(http.MethodPost, e.http.URL+"/files/", nil)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", "7")
+	req.Header.Set("Upload-Metadata", "courier-id "+base64.StdEncoding.EncodeToString([]byte(it.ID)))
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("seeding the clash: %d", resp.StatusCode)
+	}
+	e.run(e.uploader(e.options()))
+	got := e.wait(it.ID, spool.StateQuarantined, spool.StateVerified)
+	if got.State != spool.StateQuarantined || !strings.Contains(got.Reason, "ERR_COURIER_ID_EXISTS") {
+		t.Fatalf("state %s reason %q, want quarantined naming the clash", got.State, got.Reason)
+	}
+}
