@@ -337,6 +337,8 @@ func (s *Server) verifiedDigest(ctx context.Context, up handler.Upload, info han
 		return "", nil
 	}
 	st, err := s.digests.load(ctx, info.ID, false)
+	// A finished upload needs nothing in memory: the next HEAD reads the state again.
+	s.digests.evict(info.ID)
 	if err == nil && st != nil && st.Verified != "" && st.Verified == info.MetaData["sha256"] {
 		return st.Verified, nil
 	}

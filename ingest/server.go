@@ -288,7 +288,11 @@ func (s *Server) owns(w http.ResponseWriter, r *http.Request, id, who string) bo
 			return !s.notFoundOr503(w, id, err)
 		}
 		owner = info.MetaData["agent"]
-		s.owners.Store(id, owner)
+		if info.SizeIsDeferred || info.Offset < info.Size {
+			// Only uploads in progress are remembered: finished ones are looked up
+			// again, so the map does not grow with every file ever stored.
+			s.owners.Store(id, owner)
+		}
 	}
 	if owner != who {
 		s.metrics.authFailures.Inc()
