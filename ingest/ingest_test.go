@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"os"
@@ -531,5 +532,20 @@ func TestNestedPathIsNotAnUpload(t *testing.T) {
 	ts.create(u)
 	if st := ts.head(ts.url + "x/" + u.id).StatusCode; st != http.StatusNotFound {
 		t.Fatalf("HEAD of a nested path: %d, want 404", st)
+	}
+}
+
+// A metadata header tusd would read differently (a tab, two spaces) is refused, so
+// no upload is ever stored under a name other than its courier-id.
+func TestMetadataTusdWouldMisread(t *testing.T) {
+	ts := startServer(t, Options{})
+	u := newUpload(10)
+	for _, sep := range []string{"\t", "  "} {
+		meta := "courier-id" + sep + base64.StdEncoding.EncodeToString([]byte(u.id))
+		resp := ts.post(meta, len(u.data), nil)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("separator %q: status %d, want 400", sep, resp.StatusCode)
+		}
 	}
 }

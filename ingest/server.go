@@ -512,6 +512,14 @@ func parseMetadata(header string) (map[string]string, error) {
 		}
 		meta[key] = val
 	}
+	// tusd reads the header with its own, stricter rules (one space, no tabs): a
+	// key it would read differently (a courier-id it does not see) is refused here.
+	tm := handler.ParseMetadataHeader(header)
+	for k, v := range meta {
+		if got, ok := tm[k]; !ok || got != v {
+			return nil, fmt.Errorf("Upload-Metadata key %q: separate key and value with exactly one space", k)
+		}
+	}
 	return meta, nil
 }
 
