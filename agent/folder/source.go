@@ -116,7 +116,7 @@ func New(opts Options, sp Spool) (*Source, error) {
 		root:    root,
 		keep:    opts.After == "keep",
 		rejDir:  filepath.Join(root, RejectedDir),
-		open:    os.Open,
+		open:    openExclusive,
 		watched: map[string]bool{},
 		pending: map[string]*candidate{},
 		known:   map[string]string{},
