@@ -333,7 +333,20 @@ func (s *Source) skipDir(p string) bool {
 	if p == s.rejDir || (s.move != "" && p == s.move) {
 		return true
 	}
-	return s.opts.excluded(filepath.Base(p))
+	if s.opts.excluded(filepath.Base(p)) {
+		return true
+	}
+	// The move target may be written another way than the path we walk (through a
+	// symlinked root, or in other letter case on Windows): compare the folders
+	// themselves, or the agent would take back what it moved there.
+	if s.move != "" {
+		if a, err := os.Stat(p); err == nil {
+			if b, err := os.Stat(s.move); err == nil && os.SameFile(a, b) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // inSkipped says whether p lies inside a folder that is not looked into.

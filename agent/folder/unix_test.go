@@ -188,3 +188,28 @@ func mustSymlink(t *testing.T, target, link string) {
 		t.Fatal(err)
 	}
 }
+
+// The watched folder is a symlink and move: names the real path of a folder
+// inside it: the moved file is not taken back on later scans.
+func TestMoveTargetUnderAnotherName(t *testing.T) {
+	real := t.TempDir()
+	root := filepath.Join(t.TempDir(), "lab")
+	if err := os.Symlink(real, root); err != nil {
+		t.Fatal(err)
+	}
+	sp := openSpool(t, spool.Options{})
+	opts := testOptions(t, root)
+	opts.After = "move:" + filepath.Join(real, "done")
+	opts.Rescan = 200 * time.Millisecond
+	r := startSource(t, opts, sp)
+	writeFile(t, filepath.Join(root, "a.txt"), []byte("once"))
+	waitItem(t, sp, "a.txt", spool.StateReceived)
+	waitFor(t, "the file moved", func() bool { return exists(filepath.Join(real, "done", "a.txt")) })
+	waitScans(t, r, 3)
+	if items := allItems(t, sp); len(items) != 1 {
+		t.Fatalf("%d items for one file: the move target was scanned as part of the inbox", len(items))
+	}
+	if exists(filepath.Join(real, "done", "done")) {
+		t.Fatalf("the moved file was moved again")
+	}
+}
