@@ -176,9 +176,6 @@ func (a *Agent) inspector(salt []byte) spool.Inspector {
 	return hl7.Inspector(salt, 16<<20)
 }
 
-// Spool is the agent's open spool (for tests and the dev command).
-func (a *Agent) Spool() *spool.Spool { return a.spool }
-
 // Run starts sources, uploader and publisher and blocks until ctx is done or a
 // component fails. It closes the spool before returning.
 func (a *Agent) Run(ctx context.Context) error {
@@ -220,7 +217,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	pub := &events.Publisher{
 		Outbox:  a.spool,
 		Sinks:   a.sinks,
-		Options: a.eventOptions(),
+		Options: EventOptions(a.cfg),
 		Logger:  a.log.With("component", "events"),
 	}
 	g.Go(func() error { return pub.Run(ctx) })
@@ -241,10 +238,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
-}
-
-func (a *Agent) eventOptions() events.Options {
-	return EventOptions(a.cfg)
 }
 
 // EventOptions is how this config shapes events (also used by `courier events replay`).

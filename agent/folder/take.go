@@ -83,9 +83,8 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 	// agent dies first, an exporter that rewrites the same name in place (fixed-name
 	// lab exports) would change a committed item. A zero-copy intake needs a journaled
 	// rename in the spool; until then correctness wins over one extra copy.
-	link := false
 	start := time.Now()
-	it, err := s.sp.ReceiveFile(ctx, in, p, link)
+	it, err := s.sp.ReceiveFile(ctx, in, p, false)
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
