@@ -1,5 +1,8 @@
 # Courier — the two commands a new user needs are `make run` and `make test`.
 export CGO_ENABLED := 0
+# go.mod names the toolchain (security fixes); fetch it through the module proxy where the
+# machine's Go is older (Debian-style installs default to GOTOOLCHAIN=local).
+export GOTOOLCHAIN := auto
 GO        ?= go
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
