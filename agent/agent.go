@@ -54,8 +54,8 @@ type Agent struct {
 	mu       sync.Mutex // guards the fields below: Snapshot and /metrics read them during a swap
 	cfg      *config.Config
 	uploader *uploader.Uploader
-	mq       *mqttParts   // nil when no broker is configured
-	sinks    *sinkSet     // the event sinks the publisher drains
+	mq       *mqttParts  // nil when no broker is configured
+	sinks    *sinkSet    // the event sinks the publisher drains
 	closers  []io.Closer // closed in reverse order when Run returns (the spool last)
 }
 

@@ -292,4 +292,3 @@ func mqttSources(cfg *config.Config) []config.Source {
 	}
 	return out
 }
-
