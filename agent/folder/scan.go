@@ -94,7 +94,7 @@ func (s *Source) fullScan(ctx context.Context) {
 	}
 	s.retryStuck()
 	s.pruneFingerprints(ctx)
-	s.count(func(st *Stats) { st.LastScan = s.now() })
+	s.count(func(st *counters) { st.LastScan = s.now() })
 }
 
 // fingerprintPruner is the spool's optional clean-up of fingerprints of files gone.
@@ -315,7 +315,7 @@ func (s *Source) consider(ctx context.Context, p, rel string, fi fs.FileInfo) {
 		return
 	case !fi.Mode().IsRegular():
 		delete(s.pending, rel)
-		s.count(func(st *Stats) { st.Seen++ })
+		s.count(func(st *counters) { st.Seen++ })
 		s.reject(ctx, p, rel, fi, 0, "not a regular file ("+kindOf(fi.Mode())+")")
 		return
 	}
@@ -332,7 +332,7 @@ func (s *Source) consider(ctx context.Context, p, rel string, fi fs.FileInfo) {
 			}
 		}
 		s.track(rel, fi)
-		s.count(func(st *Stats) { st.Seen++ })
+		s.count(func(st *counters) { st.Seen++ })
 		s.log.Debug("folder: new file", "path", rel, "file", ref(rel), "size", fi.Size())
 		return
 	}
@@ -350,7 +350,7 @@ func (s *Source) considerLink(ctx context.Context, p, rel string, fi fs.FileInfo
 		s.known[rel] = fingerprint(rel, fi)
 		return
 	}
-	s.count(func(st *Stats) { st.Seen++ })
+	s.count(func(st *counters) { st.Seen++ })
 	s.reject(ctx, p, rel, fi, 0, "symlink points outside the watched folder")
 }
 

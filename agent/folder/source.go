@@ -28,8 +28,9 @@ type Spool interface {
 	HasFingerprint(ctx context.Context, source, fingerprint string) (bool, error)
 }
 
-// Stats is a snapshot of a source's counters for status reports.
-type Stats struct {
+// counters is what tests observe of a running source (scans, settling, takes).
+// Nothing outside the package reads it: it is not API.
+type counters struct {
 	Seen     int64     // files noticed as new work since start
 	Taken    int64     // files received into the spool (duplicates included)
 	Rejected int64     // files rejected (too large, unreadable, symlink outside, not a file)
@@ -56,7 +57,7 @@ type Source struct {
 	running atomic.Bool
 
 	mu    sync.Mutex
-	stats Stats
+	stats counters
 
 	// Owned by Run's goroutine.
 	watcher     *fsnotify.Watcher
@@ -113,14 +114,14 @@ func New(opts Options, sp Spool) (*Source, error) {
 	return s, nil
 }
 
-// Stats returns a snapshot of the counters; safe while Run runs.
-func (s *Source) Stats() Stats {
+// counters returns a snapshot; safe while Run runs.
+func (s *Source) counters() counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stats
 }
 
-func (s *Source) count(f func(st *Stats)) {
+func (s *Source) count(f func(st *counters)) {
 	s.mu.Lock()
 	f(&s.stats)
 	s.mu.Unlock()
@@ -235,7 +236,7 @@ func (s *Source) Run(ctx context.Context) error {
 }
 
 func (s *Source) updateStats() {
-	s.count(func(st *Stats) {
+	s.count(func(st *counters) {
 		st.Settling = len(s.pending)
 		st.Watching = s.watcher != nil
 		st.Folders = len(s.watched)
@@ -311,4 +312,3 @@ func errKind(err error) string {
 	}
 	return err.Error()
 }
-

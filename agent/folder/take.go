@@ -116,7 +116,7 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		return
 	}
 	delete(s.pending, rel)
-	s.count(func(st *Stats) { st.Taken++ })
+	s.count(func(st *counters) { st.Taken++ })
 	s.log.Info("folder: file taken", "id", it.ID, "file", ref(rel), "size", it.Size, "sha256", it.SHA256,
 		"state", it.State, "took", time.Since(start).Round(time.Millisecond))
 	s.log.Debug("folder: file taken", "id", it.ID, "path", rel)
@@ -216,7 +216,7 @@ func (s *Source) reject(ctx context.Context, p, rel string, fi fs.FileInfo, size
 		}
 		return
 	}
-	s.count(func(st *Stats) { st.Rejected++ })
+	s.count(func(st *counters) { st.Rejected++ })
 	s.log.Warn("folder: file rejected", "id", it.ID, "file", ref(rel), "size", size, "reason", reason)
 	dst, err := s.moveAside(p, rel, it.ID, reason)
 	if err != nil {
