@@ -87,6 +87,11 @@ func (s *Source) fullScan(ctx context.Context) {
 			delete(s.known, rel)
 		}
 	}
+	for rel := range s.kept {
+		if !files[rel] {
+			delete(s.kept, rel)
+		}
+	}
 	for d := range s.watched {
 		if !dirs[d] {
 			s.unwatch(d)
@@ -266,6 +271,7 @@ func (s *Source) touch(ctx context.Context, p string) {
 func (s *Source) forgetTree(p, rel string) {
 	delete(s.pending, rel)
 	delete(s.known, rel)
+	delete(s.kept, rel)
 	delete(s.stuck, rel)
 	if !s.watched[p] {
 		return
@@ -280,6 +286,7 @@ func (s *Source) forgetTree(p, rel string) {
 	for r := range s.known {
 		if strings.HasPrefix(r, prefix) {
 			delete(s.known, r)
+			delete(s.kept, r)
 			delete(s.stuck, r)
 		}
 	}
@@ -304,8 +311,12 @@ func (s *Source) consider(ctx context.Context, p, rel string, fi fs.FileInfo) {
 	if fi.IsDir() {
 		return
 	}
-	fp := fingerprint(rel, fi)
+	fp := fingerprint(p, rel, fi)
 	if s.known[rel] == fp {
+		return
+	}
+	if s.sameContent(p, rel, fi) {
+		s.known[rel] = fp // only the identity or ctime changed (chmod, a copy over itself)
 		return
 	}
 	delete(s.known, rel)
@@ -322,7 +333,7 @@ func (s *Source) consider(ctx context.Context, p, rel string, fi fs.FileInfo) {
 	c := s.pending[rel]
 	if c == nil {
 		if s.keep {
-			has, err := s.sp.HasFingerprint(ctx, s.opts.Name, fp)
+			has, err := s.hasFingerprint(ctx, rel, fp, fi)
 			if err != nil {
 				// Looked up again before it is taken.
 				s.log.Warn("folder: fingerprint lookup failed", "file", ref(rel), "err", err)
@@ -347,7 +358,7 @@ func (s *Source) considerLink(ctx context.Context, p, rel string, fi fs.FileInfo
 	delete(s.pending, rel)
 	if s.linkInside(p) {
 		s.log.Debug("folder: ignoring symlink inside the watched folder", "path", rel, "file", ref(rel))
-		s.known[rel] = fingerprint(rel, fi)
+		s.known[rel] = fingerprint(p, rel, fi)
 		return
 	}
 	s.count(func(st *counters) { st.Seen++ })

@@ -65,6 +65,7 @@ type Source struct {
 	pending     map[string]*candidate // by slash-separated path relative to root
 	queue       dueQueue              // when pending candidates are due
 	known       map[string]string     // rel -> fingerprint of a state already dealt with
+	kept        map[string]keptFile   // rel -> the state taken (after: keep)
 	partialScan bool                  // the last full scan skipped something it could not read
 	stuck       map[string]stuck      // rel -> dealt with, but not yet released / moved aside
 	warned      map[string]bool       // unreadable entries already logged at warn
@@ -103,6 +104,7 @@ func New(opts Options, sp Spool) (*Source, error) {
 		watched: map[string]bool{},
 		pending: map[string]*candidate{},
 		known:   map[string]string{},
+		kept:    map[string]keptFile{},
 		stuck:   map[string]stuck{},
 		warned:  map[string]bool{},
 	}
@@ -254,8 +256,26 @@ func (s *Source) rel(p string) (string, bool) {
 
 func (s *Source) abs(rel string) string { return filepath.Join(s.root, filepath.FromSlash(rel)) }
 
-// fingerprint identifies one state of a file for after: keep: path, size and mtime.
-func fingerprint(rel string, fi fs.FileInfo) string {
+// fingerprint identifies one state of a file for after: keep: path, size, mtime and
+// the file's identity (device and inode, ctime; on Windows volume serial, file index
+// and change time), so a rewrite that keeps size and mtime (copy tools that preserve
+// timestamps, shares with 2-second mtimes) is still a new state.
+func fingerprint(p, rel string, fi fs.FileInfo) string {
+	id := identity(p, fi)
+	if id == "" {
+		return weakFingerprint(rel, fi)
+	}
+	h := sha256.New()
+	h.Write([]byte(weakFingerprint(rel, fi)))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// weakFingerprint is path, size and mtime only: what versions before the identity
+// was added recorded, and what tells "only the identity changed" (then the content
+// decides, see Source.sameContent).
+func weakFingerprint(rel string, fi fs.FileInfo) string {
 	h := sha256.New()
 	h.Write([]byte(rel))
 	h.Write([]byte{0})
