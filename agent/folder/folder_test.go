@@ -675,3 +675,51 @@ func TestFitName(t *testing.T) {
 		t.Fatalf("fitName short: %q", got)
 	}
 }
+
+// TestKeepSeesSameSizeRewriteWithOldMtime (issue 10, break 6): with after: keep, a
+// rewrite to the same size that puts the old mtime back (copy tools that preserve
+// timestamps, shares with 2-second mtimes) is a new state and taken again; a change
+// of identity or ctime alone (chmod) with the same content is not.
+func TestKeepSeesSameSizeRewriteWithOldMtime(t *testing.T) {
+	root := t.TempDir()
+	sp := openSpool(t, spool.Options{})
+	opts := testOptions(t, root)
+	opts.After = "keep"
+	opts.Rescan = 200 * time.Millisecond
+	p := filepath.Join(root, "fixed-name.csv")
+	v1, v2 := []byte("result;4.2;mmol/l\n"), []byte("result;5.7;mmol/l\n")
+	writeFile(t, p, v1)
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startSource(t, opts, sp)
+	waitItem(t, sp, "fixed-name.csv", spool.StateReceived)
+	waitScans(t, r, 2)
+
+	// Same size, other content, the old mtime put back.
+	if err := os.WriteFile(p, v2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, waitTimeout, "the rewritten file taken again", func() bool { return len(itemsFor(t, sp, "fixed-name.csv")) == 2 })
+	digests := map[string]bool{}
+	for _, it := range itemsFor(t, sp, "fixed-name.csv") {
+		digests[it.SHA256] = true
+	}
+	if !digests[digest(v1)] || !digests[digest(v2)] {
+		t.Fatalf("items do not hold both versions")
+	}
+
+	// Only the ctime moves (chmod): the content decides, and it is unchanged.
+	waitScans(t, r, 1)
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitScans(t, r, 3)
+	if n := len(itemsFor(t, sp, "fixed-name.csv")); n != 2 {
+		t.Fatalf("%d items after a chmod, want still 2", n)
+	}
+}

@@ -20,6 +20,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if p := os.Getenv(pausedWriterEnv); p != "" {
+		pausedWriter(p) // a child process of TestPausedWriterFileArrivesWhole
+		return
+	}
 	goleak.VerifyTestMain(m)
 }
 
