@@ -330,10 +330,10 @@ func TestParseBatch(t *testing.T) {
 	if !m.Batch || m.ControlID != "FIRST" || m.PatientID != "444333222" || m.FillerOrder != "LAB2233" || m.ResultStatus != "F" {
 		t.Errorf("batch: want the first message, got %+v", fieldsOf(m))
 	}
-	// Two messages back to back without batch headers: the first one, not a batch.
+	// Two messages back to back without batch headers: a batch too, read from the first.
 	two := string(oruMsg("1", "ONE", "", "1")) + "MSH|^~\\&|LAB|ACME|||2||ADT^A01|TWO|P|2.5\rPID|1||999\rOBX|1|||||||||C\r"
 	m = mustParse(t, []byte(two))
-	if m.Batch || m.ControlID != "ONE" || m.PatientID != "444333222" || m.ResultStatus != "F" {
+	if !m.Batch || m.ControlID != "ONE" || m.PatientID != "444333222" || m.ResultStatus != "F" {
 		t.Errorf("two messages: want the first, got %+v", fieldsOf(m))
 	}
 }
