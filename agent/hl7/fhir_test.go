@@ -39,7 +39,7 @@ func TestDocumentReference(t *testing.T) {
 		Date:        time.Date(2026, 11, 25, 20, 15, 3, 123e6, time.FixedZone("x", 3600)),
 		HL7:         m.Data(testSalt),
 	}
-	got := roundTrip(t, DocumentReference(in))
+	got := roundTrip(t, checkDocRef("correction", DocumentReference(in)))
 	want := roundTrip(t, map[string]any{
 		"resourceType": "DocumentReference",
 		"masterIdentifier": map[string]any{
@@ -95,10 +95,10 @@ func TestDocumentReference(t *testing.T) {
 func TestDocumentReferenceMinimal(t *testing.T) {
 	// No patient, no order, no correction, a status R4 has no code for, and a
 	// size beyond R4's unsignedInt.
-	got := roundTrip(t, DocumentReference(DocRefInput{
+	got := roundTrip(t, checkDocRef("minimal", DocumentReference(DocRefInput{
 		FileID: "id", Size: 3 << 30, SHA1Hex: "not hex",
 		HL7: EnvelopeData{MessageType: "ADT^A01", ResultStatus: "X", SentAt: "garbage"},
-	}))
+	})))
 	for _, k := range []string{"subject", "relatesTo", "context", "docStatus", "date"} {
 		if _, ok := got[k]; ok {
 			t.Errorf("%s present: %v", k, got[k])
@@ -109,7 +109,7 @@ func TestDocumentReferenceMinimal(t *testing.T) {
 		t.Errorf("attachment %v, want empty (no size over 2^31-1, no bad hash, no bad creation)", att)
 	}
 	// A message type that is no table 0076 code keeps only the text.
-	odd := roundTrip(t, DocumentReference(DocRefInput{FileID: "id", HL7: EnvelopeData{MessageType: "zz1^A"}}))
+	odd := roundTrip(t, checkDocRef("odd-type", DocumentReference(DocRefInput{FileID: "id", HL7: EnvelopeData{MessageType: "zz1^A"}})))
 	if typ := odd["type"].(map[string]any); typ["coding"] != nil || typ["text"] != "zz1^A" {
 		t.Errorf("type %v", typ)
 	}
