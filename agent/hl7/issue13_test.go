@@ -397,4 +397,3 @@ func TestBadInputsWithin(t *testing.T) {
 		}
 	}
 }
-
