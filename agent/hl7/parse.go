@@ -66,7 +66,8 @@ type Message struct {
 	appKey, facilityKey, controlKey, orderKey string
 
 	// ids are the patient identifiers of this message (PID-2, -3, -4, -18, -19
-	// and MRG-1, every repetition's id component), for redaction. Private.
+	// and MRG-1, every repetition's id component) and the patient's names
+	// (PID-5 family and given), for redaction. Private.
 	ids []string
 
 	cs         charset
@@ -285,6 +286,7 @@ func (m *Message) readSegment(seg []byte, at int, f *File) {
 		for _, i := range []int{2, 3, 4, 18, 19} {
 			m.addIDs(fl[i])
 		}
+		m.addNames(fl[5])
 	case "MRG":
 		var fl [2][]byte
 		split(seg, d.Field, fl[:])
@@ -329,6 +331,25 @@ func (m *Message) addIDs(v []byte) {
 		rep := first1(v, d.Repetition)
 		if id := m.text(first1(rep, d.Component)); id != "" && !slices.Contains(m.ids, id) {
 			m.ids = append(m.ids, id)
+		}
+		if len(rep) == len(v) {
+			break
+		}
+		v = v[len(rep)+1:]
+	}
+}
+
+// addNames records the family name (its surname subcomponent) and given name
+// of every repetition of PID-5: a sender's or order's name that happens to be
+// the patient's is redacted like an identifier.
+func (m *Message) addNames(v []byte) {
+	d := m.Delims
+	for len(v) > 0 && len(m.ids) < maxIDs {
+		rep := first1(v, d.Repetition)
+		for _, c := range [][]byte{first1(first1(rep, d.Component), d.Subcomponent), nth(rep, d.Component, 1)} {
+			if n := m.text(c); len(n) >= 2 && !slices.Contains(m.ids, n) {
+				m.ids = append(m.ids, n)
+			}
 		}
 		if len(rep) == len(v) {
 			break
