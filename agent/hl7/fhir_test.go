@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -167,4 +168,29 @@ func bytesOf(b byte, n int) []byte {
 		out[i] = b
 	}
 	return out
+}
+
+// Every corpus file's DocumentReference (and those of the bad inputs that
+// parse) goes to the R4 schema check in TestMain.
+func TestDocumentReferenceCorpus(t *testing.T) {
+	n := 0
+	for _, dir := range []string{"fhir-converter", "nhapi-bad-inputs"} {
+		files := corpus(t, dir)
+		for i, name := range sortedNames(files) {
+			f, err := ParseFile(files[name])
+			if err != nil {
+				continue
+			}
+			sum := sha1.Sum(files[name])
+			checkDocRef(dir+"-"+name, DocumentReference(DocRefInput{
+				FileID: fmt.Sprintf("0193b0c2-7d1e-7cc1-9f4e-%012x", i), Location: "https://ingest.example.org/files/x",
+				ContentType: ContentType, Size: int64(len(files[name])), SHA1Hex: hex.EncodeToString(sum[:]),
+				Date: time.Date(2026, 12, 8, 1, 0, 0, 0, time.UTC), HL7: f.Envelope(testSalt).Data,
+			}))
+			n++
+		}
+	}
+	if n < 139 {
+		t.Errorf("%d DocumentReferences from the corpus, want at least the 139 good files", n)
+	}
 }
