@@ -73,8 +73,8 @@ func TestParseGolden(t *testing.T) {
 			order:  "hl7|IA PHIMS Stage^2.16.840.1.114222.4.3.3.5.1.2^ISO|IA Public Health Lab^2.16.840.1.114222.4.1.10411^ISO|986^IA PHIMS Stage^2.16.840.1.114222.4.3.3.5.1.2^ISO",
 		},
 		{
-			file:   "MDM-T02-01.hl7", // ED PDF with empty data
-			want:   fields{"MDM^T02", "PS1-20080131160038", "PROSOLV", "XYZHOSPITAL", "2.8", "200801311600+0215", "1-1", "F", "987654321", false},
+			file: "MDM-T02-01.hl7", // ED PDF with empty data
+			want: fields{"MDM^T02", "PS1-20080131160038", "PROSOLV", "XYZHOSPITAL", "2.8", "200801311600+0215", "1-1", "F", "987654321", false},
 			// MSH-3 is also the patient's family name: the keys are stored hashed.
 			dedupe: "hl7|sha256:ee383adfa8aaae16e9c95bf9c238748b55e480151982992a3212321e174f5761",
 			order:  "hl7|sha256:399be2d79863f64b5466395cdba2a2d161a8ab6a5037ca5ddd2a0cf6b3420eff",
