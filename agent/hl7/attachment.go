@@ -78,7 +78,7 @@ func OpenAttachment(path string, a Attachment) (io.ReadCloser, error) {
 // b64Filter passes only Base64 characters: it drops line breaks, spaces and
 // HL7 escape sequences, and pads a payload whose sender left the '=' off.
 type b64Filter struct {
-	r      *bufio.Reader
+	r      io.Reader
 	esc    byte
 	inEsc  bool
 	n      int64 // Base64 characters passed, '=' included
@@ -88,46 +88,50 @@ type b64Filter struct {
 }
 
 func (f *b64Filter) Read(p []byte) (int, error) {
-	i := 0
-	for i < len(p) {
+	for len(p) > 0 {
 		if f.eof {
-			if f.pad > 0 {
-				p[i] = '='
-				i++
-				f.pad--
-				continue
-			}
-			if i == 0 {
+			if f.pad == 0 {
 				return 0, io.EOF
 			}
-			return i, nil
-		}
-		c, err := f.r.ReadByte()
-		if err != nil {
-			if err != io.EOF {
-				return i, err
+			n := min(f.pad, len(p))
+			for i := range n {
+				p[i] = '='
 			}
+			f.pad -= n
+			return n, nil
+		}
+		n, err := f.r.Read(p)
+		// Filter in place: k <= i always.
+		k := 0
+		for _, c := range p[:n] {
+			if f.esc != 0 && c == f.esc {
+				f.inEsc = !f.inEsc
+				continue
+			}
+			if f.inEsc || !isB64(c) {
+				continue
+			}
+			if c == '=' {
+				f.padded = true
+			}
+			p[k] = c
+			k++
+		}
+		f.n += int64(k)
+		switch {
+		case err == io.EOF:
 			f.eof = true
 			if !f.padded && f.n%4 != 0 {
 				f.pad = int(4 - f.n%4)
 			}
-			continue
+		case err != nil:
+			return k, err
 		}
-		if f.esc != 0 && c == f.esc {
-			f.inEsc = !f.inEsc
-			continue
+		if k > 0 {
+			return k, nil
 		}
-		if f.inEsc || !isB64(c) {
-			continue
-		}
-		if c == '=' {
-			f.padded = true
-		}
-		p[i] = c
-		i++
-		f.n++
 	}
-	return i, nil
+	return 0, nil
 }
 
 func isB64(c byte) bool {
@@ -163,10 +167,12 @@ func (m *Message) attachment(seg, typ, value []byte) (Attachment, bool) {
 		}
 		kind, sub = d.text(nth(rep, d.Component, 2)), d.text(nth(rep, d.Component, 3))
 	}
-	if len(payload) <= AttachmentThreshold {
+	if len(payload) == 0 {
 		return Attachment{}, false
 	}
-	a := Attachment{OBX: m.obxCount, Type: t, Length: int64(len(payload)), Escape: d.Escape, payload: payload}
+	// The caller sets Offset and Length (in the original file) and applies
+	// the threshold: payload may be compacted.
+	a := Attachment{OBX: m.obxCount, Type: t, Escape: d.Escape, payload: payload}
 	a.ContentType = declaredType(kind, sub)
 	if a.ContentType == "" {
 		a.ContentType, a.Sniffed = sniff(payload, d.Escape), true
@@ -177,7 +183,7 @@ func (m *Message) attachment(seg, typ, value []byte) (Attachment, bool) {
 // looksBase64 checks the start of an RP pointer: a URL or a file name is not
 // inline data.
 func looksBase64(v []byte) bool {
-	if len(v) <= AttachmentThreshold {
+	if len(v) < 1024 {
 		return false
 	}
 	for _, c := range v[:1024] {
@@ -190,8 +196,8 @@ func looksBase64(v []byte) bool {
 
 // sniff decodes the first few KiB of payload and asks mimetype.
 func sniff(payload []byte, esc byte) string {
-	head := payload[:min(len(payload), 4096)]
-	dec := base64.NewDecoder(base64.StdEncoding, &b64Filter{r: bufio.NewReader(bytes.NewReader(head)), esc: esc})
+	head := payload[:min(len(payload), 4096, keepHead)]
+	dec := base64.NewDecoder(base64.StdEncoding, &b64Filter{r: bytes.NewReader(head), esc: esc})
 	buf := make([]byte, 3072)
 	n, _ := io.ReadFull(dec, buf)
 	return mimetype.Detect(buf[:n]).String()

@@ -16,8 +16,9 @@ import (
 // type the HL7 over HTTP specification uses for ER7.
 const ContentType = "x-application/hl7-v2+er7"
 
-// DefaultMaxBytes is the largest file Inspector reads when given no limit.
-// Bigger files are uploaded as they are, without an HL7 envelope.
+// DefaultMaxBytes is the most of a file Inspector holds in memory when given
+// no limit (embedded documents above 64 KiB do not count). A file needing more
+// is uploaded as it is, without an HL7 envelope.
 const DefaultMaxBytes = 16 << 20
 
 // MaxBatchEntries bounds hl7.batch.messages: a batch of thousands of messages
@@ -312,61 +313,50 @@ func PatientHMAC(salt []byte, id string) string {
 	return hex.EncodeToString(mac.Sum(nil))
 }
 
-// Inspector returns the inspector for HL7 v2 files: for a regular file of at
-// most maxBytes (DefaultMaxBytes when <= 0) that starts like an HL7 message
-// and parses, its envelope; nil for anything else. It never fails an intake.
+// Inspector returns the inspector for HL7 v2 files: for a regular file that
+// starts like an HL7 message and parses, its envelope; nil for anything else.
+// It never fails an intake. Files of any size are read (once, streaming);
+// maxBytes (DefaultMaxBytes when <= 0) bounds what is held in memory after
+// embedded documents are read through, so a 200 MiB message with a PDF
+// inside is inspected in a few KiB, and a file that would need more has no
+// envelope.
 func Inspector(salt []byte, maxBytes int64) func(path string) *Envelope {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
 	salt = bytes.Clone(salt)
 	return func(path string) (env *Envelope) {
-		// ParseFile is fuzzed and must not panic; should it ever, the file is
-		// still a file and is uploaded without an envelope rather than taking
-		// the agent down.
+		// ParseReader is fuzzed and must not panic; should it ever, the file
+		// is still a file and is uploaded without an envelope rather than
+		// taking the agent down.
 		defer func() {
 			if recover() != nil {
 				env = nil
 			}
 		}()
-		b := readHL7(path, maxBytes)
-		if b == nil {
-			return nil
-		}
-		f, err := ParseFile(b)
+		f, err := os.Open(path)
 		if err != nil {
 			return nil
 		}
-		return f.Envelope(salt)
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil || !st.Mode().IsRegular() {
+			return nil
+		}
+		var head [8]byte
+		n, _ := io.ReadFull(f, head[:])
+		if !LooksLikeHL7(head[:n]) {
+			return nil
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil
+		}
+		file, err := ParseReader(f, maxBytes)
+		if err != nil {
+			return nil
+		}
+		return file.Envelope(salt)
 	}
-}
-
-// readHL7 returns the file's bytes if it is small enough and begins like HL7.
-func readHL7(path string, maxBytes int64) []byte {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() || st.Size() > maxBytes {
-		return nil
-	}
-	var head [8]byte
-	n, _ := io.ReadFull(f, head[:])
-	if !LooksLikeHL7(head[:n]) {
-		return nil
-	}
-	b := make([]byte, n, st.Size()+1)
-	copy(b, head[:n])
-	buf := bytes.NewBuffer(b)
-	if _, err := buf.ReadFrom(io.LimitReader(f, maxBytes-int64(n)+1)); err != nil {
-		return nil
-	}
-	if int64(buf.Len()) > maxBytes {
-		return nil // grew past the limit since Stat
-	}
-	return buf.Bytes()
 }
 
 // LooksLikeHL7 reports whether the first bytes of a file could begin an HL7 v2

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -395,5 +396,94 @@ func TestBadInputsWithin(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: no answer within 30s", name)
 		}
+	}
+}
+
+// A change anywhere inside an embedded document changes the ContentKey, even
+// though the envelope reader keeps only the document's ends.
+func TestCompactedContentKey(t *testing.T) {
+	doc := pdf(t, 1<<20)
+	a := oruWithED("AP", "PDF", base64.StdEncoding.EncodeToString(doc))
+	doc[len(doc)/2] ^= 1
+	b := oruWithED("AP", "PDF", base64.StdEncoding.EncodeToString(doc))
+	fa, _ := ParseFile(a)
+	fb, _ := ParseFile(b)
+	if fa.Envelope(nil).ContentKey == fb.Envelope(nil).ContentKey {
+		t.Error("one bit changed in the middle of the PDF: same ContentKey")
+	}
+	resend := bytes.Replace(a, []byte("20260815081500"), []byte("20260816000000"), 1)
+	fr, _ := ParseFile(resend)
+	if fr.Envelope(nil).ContentKey != fa.Envelope(nil).ContentKey {
+		t.Error("a resend with a new MSH-7 has another ContentKey")
+	}
+	// The reader and the bytes give the same file.
+	fs, err := ParseReader(bytes.NewReader(a), 1<<20)
+	if err != nil || fs.Envelope(nil).ContentKey != fa.Envelope(nil).ContentKey || fs.Attachments[0].Offset != fa.Attachments[0].Offset || fs.Attachments[0].Length != fa.Attachments[0].Length {
+		t.Errorf("ParseReader differs from ParseFile: %v", err)
+	}
+	// Over the limit: an error, not ErrNotHL7 (the file is HL7, just too big to hold).
+	if _, err := ParseReader(bytes.NewReader(bytes.Repeat([]byte("MSH|^~\\&|A|F|||1||ADT^A01|1|P|2.5\r"), 100)), 1000); err == nil || errors.Is(err, ErrNotHL7) {
+		t.Errorf("over the limit: %v", err)
+	}
+}
+
+// A 200 MiB message (a 150 MiB document inside) is inspected and its
+// attachment decoded with a few MiB of memory.
+func TestAttachment200MiB(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 200 MiB")
+	}
+	const size = 150 << 20
+	path := filepath.Join(t.TempDir(), "big.hl7")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := oruWithED("AP", "PDF", "")
+	f.Write(head[:len(head)-len("||||||F\r")])
+	// Deterministic content: block i is i repeated, so the decoded bytes can
+	// be checked without holding them.
+	block := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 32<<10) }
+	enc := base64.NewEncoder(base64.StdEncoding, f)
+	for i := 0; i < size/(64<<10); i++ {
+		enc.Write(block(i))
+	}
+	enc.Close()
+	f.WriteString("||||||F\r")
+	f.Close()
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	env := Inspector(testSalt, 0)(path)
+	if env == nil || len(env.Attachments) != 1 {
+		t.Fatalf("envelope %v", env)
+	}
+	rc, err := OpenAttachment(path, env.Attachments[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	n := 0
+	for i := 0; ; i++ {
+		_, err := io.ReadFull(rc, buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil || !bytes.Equal(buf, block(i)) {
+			t.Fatalf("block %d: %v", i, err)
+		}
+		n += len(buf)
+	}
+	rc.Close()
+	runtime.ReadMemStats(&after)
+	if n != size {
+		t.Errorf("decoded %d bytes, want %d", n, size)
+	}
+	// block() allocates 64 KiB per block for the comparison (150 MiB in all,
+	// garbage at once); the inspector and decoder themselves must not hold
+	// the document: the live heap stays small.
+	if after.HeapInuse > before.HeapInuse+32<<20 {
+		t.Errorf("heap grew from %d to %d bytes", before.HeapInuse, after.HeapInuse)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 )
 
@@ -72,7 +73,7 @@ type Message struct {
 
 	cs         charset
 	data       []byte // this message's bytes: from its MSH to the next header or trailer
-	base       int    // offset of data in the input given to Parse
+	base       int    // offset of data in the (compacted) file data
 	sentStart  int    // MSH-7 content is data[sentStart:sentEnd]
 	sentEnd    int
 	hasSentFld bool
@@ -103,6 +104,7 @@ type File struct {
 
 	// Keys of the messages beyond MaxMessages still count for the file's keys.
 	extraDedupe, extraContent []string
+	c                         *compacted
 }
 
 // MaxMessages bounds how many messages of one file ParseFile keeps: a file of
@@ -132,25 +134,31 @@ func Parse(b []byte) (*Message, error) {
 // MSH must parse (else ErrNotHL7); a later MSH whose header does not parse is
 // still counted, as a message with empty fields. Linear in len(b).
 func ParseFile(b []byte) (*File, error) {
-	data := b
-	skip := 0
-	hasBOM := false
-	if bytes.HasPrefix(data, bom) {
-		data = data[len(bom):]
-		skip = len(bom)
-		hasBOM = true
+	c, err := compact(bytes.NewReader(b), int64(len(b))+1)
+	if err != nil {
+		return nil, fmt.Errorf("hl7: %w", err) // cannot happen: a bytes.Reader does not fail
 	}
-	// A file captured from an MLLP link may keep its framing: VT message FS CR.
-	if len(data) > 0 && data[0] == mllpStart {
-		data = data[1:]
-		skip++
-		if i := bytes.IndexByte(data, mllpEnd); i >= 0 {
-			data = data[:i]
-		}
+	return parseCompacted(c)
+}
+
+// ParseReader is ParseFile for a file read from r, holding at most max bytes
+// of it in memory: fields above 64 KiB (embedded documents) are read through,
+// not kept, so a 200 MiB message with a PDF inside costs a few KiB. A file
+// that would still need more than max bytes is an error (not ErrNotHL7).
+func ParseReader(r io.Reader, max int64) (*File, error) {
+	c, err := compact(r, max)
+	if err != nil {
+		return nil, fmt.Errorf("hl7: read envelope: %w", err)
 	}
+	return parseCompacted(c)
+}
+
+func parseCompacted(c *compacted) (*File, error) {
+	data := c.data
 	if len(data) < 4 {
-		return nil, fmt.Errorf("hl7: %d bytes: %w", len(b), ErrNotHL7)
+		return nil, fmt.Errorf("hl7: %d bytes: %w", c.size, ErrNotHL7)
 	}
+	hasBOM := c.hasBOM
 	sc := segments{data: data}
 	first, firstAt := sc.next()
 	if first == nil || firstAt != 0 {
@@ -162,7 +170,7 @@ func ParseFile(b []byte) (*File, error) {
 		return nil, fmt.Errorf("hl7: does not start with MSH, FHS or BHS: %w", ErrNotHL7)
 	}
 
-	f := &File{}
+	f := &File{c: c}
 	sc = segments{data: data}
 	var cur *Message // the message being read, nil between messages
 	var curAt int
@@ -203,7 +211,7 @@ func ParseFile(b []byte) (*File, error) {
 			} else {
 				last = m.Delims
 			}
-			m.base = skip + at
+			m.base = at
 			cur, curAt = m, at
 			f.Count++
 			batchCount++
@@ -316,10 +324,15 @@ func (m *Message) readSegment(seg []byte, at int, f *File) {
 			m.obxPeriod = clip(m.text(first1(fl[14], d.Component)))
 		}
 		if a, ok := m.attachment(seg, fl[2], fl[5]); ok {
-			a.Index = len(f.Attachments) + len(m.Attachments)
-			a.Message = m.Index
-			a.Offset = int64(m.base + at + offset(seg, a.payload))
-			m.Attachments = append(m.Attachments, a)
+			p := m.base + at + offset(seg, a.payload)
+			a.Offset = f.c.origOffset(p)
+			a.Length = f.c.origOffset(p+len(a.payload)) - a.Offset
+			if a.Length > AttachmentThreshold {
+				a.Index = len(f.Attachments) + len(m.Attachments)
+				a.Message = m.Index
+				a.payload = nil
+				m.Attachments = append(m.Attachments, a)
+			}
 		}
 	}
 }
