@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -225,8 +226,14 @@ func (f *File) Envelope(salt []byte) *Envelope {
 		Charset:            r.value("charset", first.Charset),
 		CharsetUnknown:     first.CharsetUnknown,
 	}
-	env := &Envelope{ContentType: ContentType, Attachments: f.Attachments}
-	for _, a := range f.Attachments {
+	env := &Envelope{ContentType: ContentType, Attachments: slices.Clone(f.Attachments)}
+	for i := range env.Attachments {
+		a := &env.Attachments[i]
+		// ED-3 is the sender's text: it goes into upload metadata too.
+		if r.ids.match(a.ContentType, r.comp) {
+			a.ContentType = "application/octet-stream"
+			r.redacted = append(r.redacted, fmt.Sprintf("embedded[%d].content_type", i))
+		}
 		d.Embedded = append(d.Embedded, EmbeddedData{Index: a.Index, Message: a.Message, OBX: a.OBX,
 			ContentType: a.ContentType, EncodedSize: a.Length})
 	}
@@ -300,6 +307,19 @@ func (f *File) batch(r *redactor, env *Envelope) *BatchData {
 	}
 	env.ContentKey = hex.EncodeToString(ck.Sum(nil))
 	return b
+}
+
+// PartData is data.hl7 for the item made from attachment k of this file: the
+// message's data (already redacted) with Part set and without the list of
+// all attachments. ok is false when there is no attachment k.
+func (e *Envelope) PartData(k int) (EnvelopeData, bool) {
+	if k < 0 || k >= len(e.Data.Embedded) {
+		return EnvelopeData{}, false
+	}
+	d := e.Data
+	part := d.Embedded[k]
+	d.Part, d.Embedded = &part, nil
+	return d, true
 }
 
 // PatientHMAC pseudonymises a patient identifier: hex HMAC-SHA256 keyed with

@@ -283,8 +283,13 @@ func TestAttachmentPDF(t *testing.T) {
 	if c := msgDoc["content"].([]any); len(c) != 2 {
 		t.Errorf("message DocumentReference content %v: want the message and the part", c)
 	}
-	partData := env.Data
-	partData.Part = &env.Data.Embedded[0]
+	partData, ok := env.PartData(0)
+	if !ok || partData.Part == nil || partData.Part.ContentType != "application/pdf" || partData.Embedded != nil || partData.Patient != env.Data.Patient {
+		t.Errorf("PartData(0) = %+v, %v", partData, ok)
+	}
+	if _, ok := env.PartData(1); ok {
+		t.Error("PartData(1) for a file with one attachment")
+	}
 	partDoc := checkDocRef("part", DocumentReference(DocRefInput{
 		FileID: "0193b0c2-7d1e-7cc1-9f4e-2f6f1a2b3c4e", Location: "https://x/files/2", ContentType: a.ContentType,
 		Size: int64(len(doc)), HL7: partData, AttachmentOf: "0193b0c2-7d1e-7cc1-9f4e-2f6f1a2b3c4d",
@@ -355,6 +360,14 @@ func TestAttachmentVariants(t *testing.T) {
 				t.Errorf("decoded %d bytes (err %v), want %d", len(got), err, len(tt.want))
 			}
 		})
+	}
+	// An ED-3 that carries the MRN is not published nor used as a type.
+	leaky := oruWithED("AP", "x-444333222", enc)
+	fl, _ := ParseFile(leaky)
+	le := fl.Envelope(testSalt)
+	if le.Attachments[0].ContentType != "application/octet-stream" || !slices.Contains(le.Data.Redacted, "embedded[0].content_type") ||
+		strings.Contains(jsonOf(t, le.Data), "444333222") {
+		t.Errorf("content type from ED-3 with the MRN: %q, redacted %v", le.Attachments[0].ContentType, le.Data.Redacted)
 	}
 	// Two attachments in a batch: indexes count over the file.
 	two, _ := ParseFile(batch("2", "1", oruWithED("AP", "PDF", enc), oruWithED("IM", "PNG", enc)))
