@@ -120,7 +120,7 @@ const maxIDs = 64
 // start byte, CR, LF or CRLF segment ends and FHS/BHS batch headers. Anything
 // else before MSH, or a header whose delimiters make no sense, is ErrNotHL7.
 // Parse does linear work in len(b) and never panics; the returned Message
-// refers to b, which the caller must not change while using it.
+// holds its own (compacted) copy of the bytes it needs.
 func Parse(b []byte) (*Message, error) {
 	f, err := ParseFile(b)
 	if err != nil {
