@@ -72,9 +72,18 @@ func compact(r io.Reader, max int64) (*compacted, error) {
 	return compactWith(r, max, longField, keepHead, keepTail)
 }
 
+// sizeHint is the input's length when r knows it (a bytes.Reader), else 64 KiB.
+func sizeHint(r io.Reader) int {
+	if l, ok := r.(interface{ Len() int }); ok {
+		return l.Len()
+	}
+	return 64 << 10
+}
+
 // compactWith is compact with other sizes (the fuzz test makes them tiny).
 func compactWith(r io.Reader, max int64, longField, keepHead, keepTail int) (*compacted, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	hint := sizeHint(r)
+	br := bufio.NewReaderSize(r, min(64<<10, hint+16))
 	c := &compacted{}
 	if head, _ := br.Peek(3); len(head) == 3 && string(head) == string(bom) {
 		br.Discard(3)
@@ -87,7 +96,7 @@ func compactWith(r io.Reader, max int64, longField, keepHead, keepTail int) (*co
 		framed = true
 	}
 	var (
-		out        []byte
+		out        = make([]byte, 0, min(int64(hint), max, 1<<20))
 		orig       int64  // original offset of the next byte
 		sep        byte   = '|'
 		segStart          = 0
@@ -157,6 +166,21 @@ func compactWith(r io.Reader, max int64, longField, keepHead, keepTail int) (*co
 				orig++
 				fieldStart, fieldOrig = len(out), orig
 				continue
+			}
+			if len(out)-segStart >= 4 {
+				// Past a segment's name and separator: take the run of
+				// ordinary bytes at once, up to where the field turns long.
+				j := i
+				room := longField + 1 - (len(out) - fieldStart)
+				for j < len(chunk) && j-i < room && !special[chunk[j]] {
+					j++
+				}
+				if j > i+1 {
+					out = append(out, chunk[i:j-1]...)
+					orig += int64(j - 1 - i)
+					i = j - 1
+					b = chunk[i]
+				}
 			}
 			out = append(out, b)
 			orig++
