@@ -1,7 +1,11 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
 
 	"github.com/edgecourier/courier/agent/events"
 	"github.com/edgecourier/courier/agent/hl7"
@@ -64,4 +68,51 @@ func hl7DocRef(item *spool.Item) (map[string]any, bool) {
 		HL7:          env,
 		AttachmentOf: item.Meta[events.MetaAttachmentOf],
 	}), true
+}
+
+// MetaAttachmentIndex is the part item's meta key holding the attachment's
+// index in its message's file (hl7.Attachment.Index).
+const MetaAttachmentIndex = "attachment_index"
+
+// receiveAttachments stores each attachment (OBX ED/RP Base64 above 64 KiB) of
+// a received HL7 item as an item of its own, decoded and streamed from the
+// spooled message (bounded memory), with meta attachment_of naming the
+// message. It is the call a source makes after spool.Receive returned a
+// received HL7 item; the message itself is uploaded unchanged. Not wired yet:
+// see docs/hl7.md ("Attachments") for what the spool still lacks (the
+// message's list of parts, atomicity with the message's intake).
+func receiveAttachments(ctx context.Context, sp *spool.Spool, msg *spool.Item, maxBytes int64) ([]*spool.Item, error) {
+	if msg == nil || len(msg.Envelope) == 0 || msg.State != spool.StateReceived {
+		return nil, nil
+	}
+	if maxBytes <= 0 {
+		maxBytes = hl7.DefaultMaxBytes
+	}
+	path := sp.ContentPath(msg.ID)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("attachments of %s: %w", msg.ID, err)
+	}
+	file, err := hl7.ParseReader(f, maxBytes)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("attachments of %s: %w", msg.ID, err)
+	}
+	var parts []*spool.Item
+	for _, a := range file.Attachments {
+		rc, err := hl7.OpenAttachment(path, a)
+		if err != nil {
+			return parts, fmt.Errorf("attachments of %s: %w", msg.ID, err)
+		}
+		it, err := sp.Receive(ctx, spool.Intake{
+			Source: msg.Source, SourceKind: msg.SourceKind, Priority: msg.Priority, NoInspect: true,
+			Meta: map[string]string{events.MetaAttachmentOf: msg.ID, MetaAttachmentIndex: strconv.Itoa(a.Index)},
+		}, rc)
+		rc.Close()
+		if err != nil {
+			return parts, fmt.Errorf("attachment %d of %s: %w", a.Index, msg.ID, err)
+		}
+		parts = append(parts, it)
+	}
+	return parts, nil
 }

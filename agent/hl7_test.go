@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -15,6 +16,48 @@ import (
 	"github.com/edgecourier/courier/agent/hl7"
 	"github.com/edgecourier/courier/spool"
 )
+
+// TestHL7ReceiveAttachments: a real spool takes an ORU with a 5 MiB PDF; the
+// PDF becomes an item of its own, byte for byte, whose event names the message.
+func TestHL7ReceiveAttachments(t *testing.T) {
+	ctx := context.Background()
+	sp, err := spool.Open(ctx, spool.Options{Dir: t.TempDir(), Inspect: hl7Inspector([]byte("salt"), 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	pdf := make([]byte, 5<<20)
+	rand.Read(pdf)
+	copy(pdf, "%PDF-1.7\n")
+	msg := []byte("MSH|^~\\&|LAB|ACME|||20260815081500||ORU^R01|DOC1|P|2.5.1\r" +
+		"PID|1||444333222^^^ACME^MR||EVERYWOMAN^EVE\r" +
+		"OBX|1|ED|PDF^Report^L||^AP^PDF^Base64^" + base64.StdEncoding.EncodeToString(pdf) + "||||||F\r")
+	it, err := sp.Receive(ctx, spool.Intake{Source: "lab", SourceKind: "folder"}, bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := receiveAttachments(ctx, sp, it, 0)
+	if err != nil || len(parts) != 1 {
+		t.Fatalf("parts %v, %v", parts, err)
+	}
+	p := parts[0]
+	stored, err := os.ReadFile(sp.ContentPath(p.ID))
+	if err != nil || !bytes.Equal(stored, pdf) || p.ContentType != "application/pdf" || p.Meta[events.MetaAttachmentOf] != it.ID {
+		t.Fatalf("part: %d bytes (equal %v), type %q, meta %v, %v", len(stored), bytes.Equal(stored, pdf), p.ContentType, p.Meta, err)
+	}
+	// The message is stored unchanged.
+	if m, _ := os.ReadFile(sp.ContentPath(it.ID)); !bytes.Equal(m, msg) {
+		t.Error("the message's bytes changed")
+	}
+	ev, _ := events.Build(p, spool.EventVerified, events.Options{AgentID: "a"})
+	if ev.Data.AttachmentOf != it.ID {
+		t.Errorf("part event attachment_of %q", ev.Data.AttachmentOf)
+	}
+	// Not for a duplicate or a non-HL7 item.
+	if ps, err := receiveAttachments(ctx, sp, &spool.Item{ID: "x", State: spool.StateDuplicate, Envelope: it.Envelope}, 0); ps != nil || err != nil {
+		t.Errorf("duplicate: %v %v", ps, err)
+	}
+}
 
 // hl7Test is an ORU with the MRN reused as MSH-10 and an embedded PDF.
 func hl7Test(t *testing.T) []byte {
