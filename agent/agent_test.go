@@ -123,7 +123,9 @@ func (e *env) config(t *testing.T) *config.Config {
 // run starts the agent; the returned func cancels it and returns Run's error.
 func run(t *testing.T, cfg *config.Config, logs io.Writer) (*Agent, func() error) {
 	t.Helper()
-	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	lvl := new(slog.LevelVar)
+	a, err := New(context.Background(), cfg, Options{LogLevel: lvl,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: lvl}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,6 +341,9 @@ func TestApplyReportsKeysThatNeedARestart(t *testing.T) {
 	a.mu.Unlock()
 	if id != "test" || lvl != "warn" {
 		t.Fatalf("running config: agent.id %q (want the old test), log.level %q (want warn)", id, lvl)
+	}
+	if got := a.opts.LogLevel.Level(); got != slog.LevelWarn {
+		t.Fatalf("logger level after the reload = %v, want WARN", got)
 	}
 }
 
