@@ -267,10 +267,11 @@ func TestReloadDuringLargeUploadResumesIt(t *testing.T) {
 	writeFile(t, filepath.Join(second, "s.bin"), 100)
 
 	// 2: upload settings change; the uploader is replaced mid-file and must resume.
-	mid, err := a.spool.List(context.Background(), spool.ListFilter{State: spool.StateUploading})
-	if err != nil || len(mid) != 1 || mid[0].Size != 6<<20 {
-		t.Fatalf("before the second reload: uploading items %v (err %v), want the large file mid-way", mid, err)
-	}
+	// (The large file must still be on its way, or this reload proves nothing.)
+	testutil.WaitFor(t, wait, "the large file recorded as uploading", func() bool {
+		mid, err := a.spool.List(context.Background(), spool.ListFilter{State: spool.StateUploading})
+		return err == nil && len(mid) == 1 && mid[0].Size == 6<<20
+	})
 	e.upload = "  chunk_size: 1MiB\n  bandwidth_limit: 4MiB\n  concurrency: 2"
 	if err := a.Apply(context.Background(), e.config(t), "test"); err != nil {
 		t.Fatalf("Apply (upload settings): %v", err)
