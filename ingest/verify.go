@@ -1,0 +1,135 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/tus/tusd/v2/pkg/handler"
+)
+
+// addVerified sets Courier-Sha256 for a complete, verified upload.
+func (s *Server) addVerified(ctx context.Context, w http.ResponseWriter, id string) {
+	up, err := s.store.GetUpload(ctx, id)
+	if err != nil {
+		return
+	}
+	info, err := up.GetInfo(ctx)
+	if err != nil {
+		return
+	}
+	d, err := s.verifiedDigest(ctx, up, info)
+	if err != nil && !errors.Is(err, errFileMismatch) {
+		s.log.Warn("verifying upload on HEAD failed", "id", id, "err", err)
+	}
+	if d != "" {
+		w.Header().Set("Courier-Sha256", d)
+	}
+}
+
+func (s *Server) preFinish(hook handler.HookEvent) (handler.HTTPResponse, error) {
+	ctx := hook.Context
+	up, err := s.store.GetUpload(ctx, hook.Upload.ID)
+	if err != nil {
+		return handler.HTTPResponse{}, err
+	}
+	d, err := s.verify(ctx, up, hook.Upload)
+	if err != nil {
+		return handler.HTTPResponse{}, err
+	}
+	if d == "" {
+		return handler.HTTPResponse{}, nil
+	}
+	return handler.HTTPResponse{Header: handler.HTTPHeader{"Courier-Sha256": d}}, nil
+}
+
+// wholeDigest returns the SHA-256 of the complete upload: from the running
+// state when it covers all bytes, else by reading the stored bytes (counted
+// as a fallback).
+func (s *Server) wholeDigest(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, *digestState, error) {
+	st, err := s.digests.load(ctx, info.ID, false)
+	if err != nil {
+		s.log.Warn("digest state unreadable; reading the stored object", "id", info.ID, "err", err)
+	}
+	if st != nil && !st.Lost && st.Offset == info.Size {
+		if h, err := st.hash(); err == nil {
+			return hex.EncodeToString(h.Sum(nil)), st, nil
+		}
+	}
+	s.metrics.fallback.Inc()
+	s.log.Info("digest state does not cover the upload; reading the stored object", "id", info.ID, "size", info.Size)
+	// Not bound to the request: a client that gives up waiting on a large object
+	// must not make every retry start the read from zero again. The verified mark
+	// saved at the end answers its next HEAD.
+	rd, err := up.GetReader(context.WithoutCancel(ctx))
+	if err != nil {
+		return "", nil, fmt.Errorf("read upload %s for its digest: %w", info.ID, err)
+	}
+	defer rd.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, rd)
+	if err != nil {
+		return "", nil, fmt.Errorf("read upload %s for its digest: %w", info.ID, err)
+	}
+	if n != info.Size {
+		return "", nil, fmt.Errorf("read upload %s for its digest: %d bytes stored, %d expected", info.ID, n, info.Size)
+	}
+	state, _ := h.(encoding.BinaryMarshaler).MarshalBinary()
+	return hex.EncodeToString(h.Sum(nil)), &digestState{Offset: n, State: state}, nil
+}
+
+var errFileMismatch = handler.NewError("ERR_CHECKSUM_MISMATCH", "whole-file SHA-256 differs from the sha256 metadata; the upload was discarded, upload the file again", StatusChecksumMismatch)
+
+// verify compares a complete upload with its sha256 metadata. It returns
+// the hex digest when they are equal; on a difference the upload is
+// terminated and errFileMismatch returned.
+func (s *Server) verify(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, error) {
+	want := info.MetaData["sha256"]
+	if want == "" {
+		return "", nil
+	}
+	got, st, err := s.wholeDigest(ctx, up, info)
+	if err != nil {
+		return "", err
+	}
+	if got != want {
+		s.metrics.mismatch.WithLabelValues("file").Inc()
+		s.log.Warn("whole-file digest mismatch; discarding upload", "id", info.ID, "size", info.Size, "want", want, "got", got)
+		if err := (trackedStore{s}).AsTerminatableUpload(up).Terminate(context.WithoutCancel(ctx)); err != nil {
+			s.log.Error("discarding mismatched upload failed", "id", info.ID, "err", err)
+		}
+		return "", errFileMismatch
+	}
+	if st.Verified != got {
+		st.Verified = got
+		if err := s.digests.save(context.WithoutCancel(ctx), info.ID, st); err != nil {
+			s.log.Warn("verified mark not saved; it is recomputed on the next HEAD", "id", info.ID, "err", err)
+		}
+		s.metrics.verified.Inc()
+		s.log.Info("upload verified", "id", info.ID, "size", info.Size, "sha256", got)
+	}
+	// A complete upload needs nothing in memory: HEADs read the state.
+	s.digests.evict(info.ID)
+	s.owners.Delete(info.ID)
+	return got, nil
+}
+
+// verifiedDigest reports the verified digest of a complete upload, checking it
+// first if a crash came between completion and verification.
+func (s *Server) verifiedDigest(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, error) {
+	if info.SizeIsDeferred || info.Offset != info.Size || info.MetaData["sha256"] == "" {
+		return "", nil
+	}
+	st, err := s.digests.load(ctx, info.ID, false)
+	// A finished upload needs nothing in memory: the next HEAD reads the state again.
+	s.digests.evict(info.ID)
+	if err == nil && st != nil && st.Verified != "" && st.Verified == info.MetaData["sha256"] {
+		return st.Verified, nil
+	}
+	return s.verify(ctx, up, info)
+}
