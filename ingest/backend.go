@@ -34,6 +34,11 @@ type backend interface {
 	lastTouched(ctx context.Context, id string) (time.Time, error)
 	// purge removes what termination leaves behind for id, if anything.
 	purge(ctx context.Context, id string) error
+	// discard removes whatever is stored for courierID (bytes, info, part,
+	// digest state), for a creation that failed half-way.
+	discard(ctx context.Context, courierID string) error
+	// ready returns an error when the store cannot take writes now.
+	ready(ctx context.Context) error
 }
 
 func openBackend(ctx context.Context, store string) (backend, error) {
@@ -121,6 +126,35 @@ func (b *fileBackend) deleteState(ctx context.Context, id string) error {
 }
 
 func (b *fileBackend) purge(ctx context.Context, id string) error { return nil }
+
+func (b *fileBackend) discard(ctx context.Context, courierID string) error {
+	var errs []error
+	for _, p := range []string{filepath.Join(b.dir, courierID), filepath.Join(b.dir, courierID+".info"),
+		b.statePath(courierID), b.statePath(courierID) + ".tmp"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ready writes and removes a small file: a full or read-only directory fails.
+func (b *fileBackend) ready(ctx context.Context) error {
+	f, err := os.CreateTemp(b.dir, ".readyz-*")
+	if err != nil {
+		return fmt.Errorf("file store %s: %w", b.dir, err)
+	}
+	_, werr := f.Write(make([]byte, 4096))
+	if werr == nil {
+		werr = f.Sync()
+	}
+	cerr := f.Close()
+	_ = os.Remove(f.Name())
+	if err := errors.Join(werr, cerr); err != nil {
+		return fmt.Errorf("file store %s: %w", b.dir, err)
+	}
+	return nil
+}
 
 func (b *fileBackend) abandoned(ctx context.Context, before time.Time) ([]string, error) {
 	infos, err := filepath.Glob(filepath.Join(b.dir, "*.info"))

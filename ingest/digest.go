@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"sync"
 
 	"github.com/tus/tusd/v2/pkg/handler"
@@ -119,7 +121,15 @@ type trackedStore struct {
 func (t trackedStore) NewUpload(ctx context.Context, info handler.FileInfo) (handler.Upload, error) {
 	up, err := t.s.backend.store().NewUpload(ctx, info)
 	if err != nil {
-		return nil, err
+		if info.ID != "" {
+			// A create cut short (a full disk) must not leave a torn .info behind
+			// that every later POST of this courier-id would stumble over.
+			if derr := t.s.backend.discard(context.WithoutCancel(ctx), info.ID); derr != nil {
+				t.s.log.Warn("remains of a failed create not removed", "id", info.ID, "err", derr)
+			}
+		}
+		t.s.audit(ctx, "create_failed", slog.String("id", info.ID), slog.Int64("size", info.Size), slog.String("reason", storeErrReason(err)))
+		return nil, t.s.storeErr(err)
 	}
 	created, err := up.GetInfo(ctx)
 	if err != nil {
@@ -128,12 +138,16 @@ func (t trackedStore) NewUpload(ctx context.Context, info handler.FileInfo) (han
 	if err := t.s.digests.save(ctx, created.ID, freshDigest()); err != nil {
 		t.s.log.Warn("digest state not saved; it will be recomputed at completion", "id", created.ID, "err", err)
 	}
+	t.s.audit(ctx, "create", slog.String("id", created.ID), slog.Int64("size", created.Size))
 	return &trackedUpload{Upload: up, id: created.ID, s: t.s}, nil
 }
 
 func (t trackedStore) GetUpload(ctx context.Context, id string) (handler.Upload, error) {
 	up, err := t.s.backend.store().GetUpload(ctx, id)
 	if err != nil {
+		if isJSONError(err) {
+			return nil, tornError{id: id, err: err}
+		}
 		return nil, err
 	}
 	return &trackedUpload{Upload: up, id: id, s: t.s}, nil
@@ -141,10 +155,16 @@ func (t trackedStore) GetUpload(ctx context.Context, id string) (handler.Upload,
 
 func (t trackedStore) AsTerminatableUpload(up handler.Upload) handler.TerminatableUpload {
 	tu := up.(*trackedUpload)
-	return terminator{tu}
+	return terminator{u: tu, reason: "terminated by its owner"}
 }
 
-type terminator struct{ u *trackedUpload }
+// terminator removes an upload with its digest state. The write-once rule
+// (a verified upload is never terminated by a client) is checked before, in
+// preTerminate, under tusd's lock.
+type terminator struct {
+	u      *trackedUpload
+	reason string
+}
 
 func (t terminator) Terminate(ctx context.Context) error {
 	if err := t.u.s.backend.terminater().AsTerminatableUpload(t.u.Upload).Terminate(ctx); err != nil {
@@ -154,6 +174,7 @@ func (t terminator) Terminate(ctx context.Context) error {
 	if err := t.u.s.digests.forget(ctx, t.u.id); err != nil {
 		t.u.s.log.Warn("digest state of terminated upload not removed", "id", t.u.id, "err", err)
 	}
+	t.u.s.audit(ctx, "terminate", slog.String("id", t.u.id), slog.String("reason", t.reason))
 	return nil
 }
 
@@ -203,8 +224,13 @@ func (u *trackedUpload) WriteChunk(ctx context.Context, offset int64, src io.Rea
 				"id", u.id, "state_offset", st.Offset, "offset", offset, "err", err)
 		}
 	}
+	held := heldFrom(ctx)
+	if held != nil && (held.digest == nil || held.digest.offset != offset || st.Lost || st.Offset != offset ||
+		!bytes.Equal(st.State, held.digest.base)) {
+		held = nil // the digest moved on since the chunk was held: hash it again here
+	}
 	var ch *countingHash
-	if !st.Lost && st.Offset == offset {
+	if held == nil && !st.Lost && st.Offset == offset {
 		if h, err := st.hash(); err == nil {
 			ch = &countingHash{h: h}
 			src = io.TeeReader(src, ch)
@@ -213,9 +239,17 @@ func (u *trackedUpload) WriteChunk(ctx context.Context, offset int64, src io.Rea
 	n, werr := u.Upload.WriteChunk(ctx, offset, src)
 	u.s.metrics.bytes.Add(float64(n))
 	next := &digestState{Offset: offset + n}
-	if ch != nil && ch.n == n {
+	switch {
+	case held != nil:
+		// Extended while the chunk was checked: no second pass over its bytes.
+		if state, err := held.stateAt(n); err == nil {
+			next.State = state
+		} else {
+			next.Lost = true
+		}
+	case ch != nil && ch.n == n:
 		next.State, _ = ch.h.(encoding.BinaryMarshaler).MarshalBinary()
-	} else {
+	default:
 		next.Lost = true
 	}
 	if n > 0 || next.Lost != st.Lost {
@@ -225,7 +259,14 @@ func (u *trackedUpload) WriteChunk(ctx context.Context, offset int64, src io.Rea
 			u.s.log.Warn("digest state not saved; it will be recomputed at completion", "id", u.id, "err", err)
 		}
 	}
-	return n, werr
+	if n > 0 || werr != nil {
+		attrs := []slog.Attr{slog.String("id", u.id), slog.Int64("offset", offset), slog.Int64("size", n)}
+		if werr != nil {
+			attrs = append(attrs, slog.String("reason", storeErrReason(werr)))
+		}
+		u.s.audit(ctx, "chunk", attrs...)
+	}
+	return n, u.s.storeErr(werr)
 }
 
 // catchUp hashes the stored bytes [st.Offset, offset) on top of st. Only stores

@@ -134,7 +134,7 @@ func (s *Server) expireOne(ctx context.Context, id string, cutoff time.Time) (bo
 	if err != nil || (!info.SizeIsDeferred && info.Offset == info.Size) {
 		return false, nil
 	}
-	if err := s.store.AsTerminatableUpload(up).Terminate(ctx); err != nil {
+	if err := (terminator{u: up.(*trackedUpload), reason: "expired: untouched for " + s.opts.ExpireAfter.String()}).Terminate(ctx); err != nil {
 		return false, err
 	}
 	if err := s.backend.purge(ctx, id); err != nil {

@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"sync"
@@ -23,21 +22,35 @@ func (s *Server) notFoundOr503(w http.ResponseWriter, id string, err error) bool
 	return false
 }
 
-// owns answers 403 unless who may touch upload id. Unknown ids pass: tusd
-// answers 404 for them.
-func (s *Server) owns(w http.ResponseWriter, r *http.Request, id, who string) bool {
+// notYours is an upload id that never exists: a request for someone else's
+// upload is answered as one for this id, so it gets tusd's own 404, exactly
+// what a missing upload gets.
+const notYours = "not-an-upload"
+
+// owns reports whether the request may go on to tusd as it is. Without
+// authentication every request may. A missing upload goes on (tusd answers
+// 404) but is not held (missing = true); someone else's upload is answered
+// as a missing one — 404, indistinguishable — and counted as an auth
+// failure. A store error is answered 503 here (ok = false).
+func (s *Server) owns(w http.ResponseWriter, r *http.Request, id, who string) (ok, missing bool) {
 	if !s.authRequired() {
-		return true
+		return true, false
 	}
-	owner, ok := s.owners.Load(id)
-	if !ok {
+	owner, cached := s.owners.Load(id)
+	if !cached {
 		up, err := s.store.GetUpload(r.Context(), id)
 		if err != nil {
-			return !s.notFoundOr503(w, id, err) // unknown ids pass: tusd answers 404
+			if s.notFoundOr503(w, id, err) {
+				return true, true
+			}
+			return false, false
 		}
 		info, err := up.GetInfo(r.Context())
 		if err != nil {
-			return !s.notFoundOr503(w, id, err)
+			if s.notFoundOr503(w, id, err) {
+				return true, true
+			}
+			return false, false
 		}
 		owner = info.MetaData["agent"]
 		if info.SizeIsDeferred || info.Offset < info.Size {
@@ -47,12 +60,18 @@ func (s *Server) owns(w http.ResponseWriter, r *http.Request, id, who string) bo
 		}
 	}
 	if owner != who {
-		s.metrics.authFailures.Inc()
-		s.log.Warn("upload of another agent refused", "id", id, "identity", who)
-		tusError(w, http.StatusForbidden, "ERR_FORBIDDEN", fmt.Sprintf("upload %s does not belong to agent %q", id, who))
-		return false
+		s.authFailure(r.Context(), who, r.RemoteAddr, id, r.Method+": upload of another agent")
+		return true, true
 	}
-	return true
+	return true, false
+}
+
+// asMissing rewrites r to ask tusd for an upload that does not exist.
+func asMissing(r *http.Request) *http.Request {
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = "/" + notYours
+	r2.URL.RawPath = ""
+	return r2
 }
 
 // keyedMutex serialises creation per courier-id so two POSTs for one item

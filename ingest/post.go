@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 
@@ -20,16 +21,17 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, who string) {
 		return
 	}
 	if s.authRequired() && meta["agent"] != who {
-		s.metrics.authFailures.Inc()
-		s.log.Warn("upload for another agent refused", "identity", who, "courier_id", meta["courier-id"])
+		s.authFailure(r.Context(), who, r.RemoteAddr, meta["courier-id"], "POST: Upload-Metadata agent is not the identity")
 		tusError(w, http.StatusForbidden, "ERR_FORBIDDEN",
 			fmt.Sprintf("Upload-Metadata agent %q is not your identity %q", meta["agent"], who))
 		return
 	}
 	if l := r.Header.Get("Upload-Length"); l != "" && s.opts.MaxSize > 0 {
 		if n, err := strconv.ParseInt(l, 10, 64); err == nil && n > s.opts.MaxSize {
+			s.audit(r.Context(), "create_refused", slog.String("id", meta["courier-id"]), slog.Int64("size", n),
+				slog.String("reason", "larger than max size "+strconv.FormatInt(s.opts.MaxSize, 10)))
 			tusError(w, http.StatusRequestEntityTooLarge, "ERR_MAX_SIZE_EXCEEDED",
-				fmt.Sprintf("Upload-Length %d is larger than this server's maximum of %d bytes", n, s.opts.MaxSize))
+				fmt.Sprintf("Upload-Length %d is larger than this server's maximum upload size (Tus-Max-Size) of %d bytes", n, s.opts.MaxSize))
 			return
 		}
 	}
@@ -37,32 +39,54 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, who string) {
 		unlock := s.creates.lock(cid)
 		defer unlock()
 		existing, err := s.backend.lookup(r.Context(), cid)
+		if errors.Is(err, errTornInfo) {
+			if !s.discardOr503(w, r, cid) {
+				return
+			}
+			existing, err = "", nil
+		}
 		if err != nil {
 			s.log.Error("looking up courier-id failed", "courier_id", cid, "err", err)
 			tusError(w, http.StatusInternalServerError, "ERR_INTERNAL_SERVER_ERROR", "looking up courier-id failed")
 			return
 		}
-		if existing != "" && s.answerExisting(w, r, existing, who) {
+		if existing != "" && s.answerExisting(w, r, existing, cid, who) {
 			return
 		}
 	}
 	if r.Header.Get("Content-Type") == "application/offset+octet-stream" {
-		body, ok := s.holdBody(w, r)
-		if !ok {
+		var held *heldChunk
+		var ok bool
+		if r, held, ok = s.holdBody(w, r, meta["courier-id"], true); !ok {
 			return
 		}
-		if body != nil {
-			defer body.Close()
+		if held != nil {
+			defer held.Close()
 		}
 	}
 	s.tusd.ServeHTTP(w, r)
 }
 
+// discardOr503 discards a torn upload of courierID so it can be created
+// again; when that fails it answers 503 and returns false.
+func (s *Server) discardOr503(w http.ResponseWriter, r *http.Request, courierID string) bool {
+	if err := s.discardTorn(r.Context(), courierID); err != nil {
+		s.log.Error("torn upload not discarded", "courier_id", courierID, "err", err)
+		tusError(w, http.StatusServiceUnavailable, "ERR_STORE_UNAVAILABLE", "the earlier upload of this courier-id is damaged and could not be removed; try again later")
+		return false
+	}
+	return true
+}
+
 // answerExisting answers a POST for a courier-id the server already holds
 // with that upload's Location and offset. It returns false if the upload
 // vanished meanwhile (then a new one is made).
-func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, id, who string) bool {
+func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, id, courierID, who string) bool {
 	up, err := s.store.GetUpload(r.Context(), id)
+	if errors.Is(err, errTornInfo) {
+		// What a create cut short (a full disk) leaves: discard it, create anew.
+		return !s.discardOr503(w, r, courierID)
+	}
 	if err != nil {
 		return !s.notFoundOr503(w, id, err)
 	}
@@ -76,7 +100,7 @@ func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, id, who 
 		return true
 	}
 	if s.authRequired() && info.MetaData["agent"] != who {
-		s.metrics.authFailures.Inc()
+		s.authFailure(r.Context(), who, r.RemoteAddr, id, "POST: courier-id belongs to an upload of another agent")
 		tusError(w, http.StatusForbidden, "ERR_FORBIDDEN", "courier-id belongs to an upload of another agent")
 		return true
 	}
@@ -101,7 +125,7 @@ func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, id, who 
 	w.Header().Set("Upload-Offset", strconv.FormatInt(info.Offset, 10))
 	w.Header().Set("Tus-Resumable", "1.0.0")
 	w.WriteHeader(http.StatusCreated)
-	s.log.Info("existing upload returned for courier-id", "id", id, "offset", info.Offset)
+	s.audit(r.Context(), "create_existing", slog.String("id", id), slog.Int64("offset", info.Offset), slog.Int64("size", info.Size), slog.String("digest", d))
 	return true
 }
 

@@ -28,9 +28,11 @@ const StatusChecksumMismatch = 460
 
 // Defaults for Options.
 const (
-	DefaultBasePath     = "/files/"
-	DefaultExpireAfter  = 7 * 24 * time.Hour
-	DefaultMaxChunkSize = 64 << 20
+	DefaultBasePath    = "/files/"
+	DefaultExpireAfter = 7 * 24 * time.Hour
+	// DefaultMaxSize is the largest upload by default (announced as
+	// Tus-Max-Size), so no client can declare 2^63-1 bytes.
+	DefaultMaxSize = 16 << 30
 )
 
 // Options configures a Server. The zero value is a file store under
@@ -41,11 +43,25 @@ type Options struct {
 	Store string
 	// BasePath is where tus is served, "/files/" by default.
 	BasePath string
-	// MaxSize is the largest upload accepted (413 above it); 0 = no limit.
+	// MaxSize is the largest upload accepted (413 naming it above it;
+	// announced as Tus-Max-Size). 0 = DefaultMaxSize, negative = no limit.
 	MaxSize int64
-	// MaxChunkSize bounds one PATCH (or creation-with-upload) body; a
-	// larger one is refused with 413. Default DefaultMaxChunkSize.
+	// MaxChunkSize caps one checksummed chunk: a PATCH (or
+	// creation-with-upload) body with Upload-Checksum, which is held until
+	// checked; a larger one gets 413 ERR_CHUNK_TOO_LARGE naming the cap.
+	// Bodies without Upload-Checksum stream into the store, bounded only by
+	// the upload's length. Default DefaultMaxChunkSize.
 	MaxChunkSize int64
+	// ChunkMemory is how much of one checksummed chunk is held in memory;
+	// beyond it the chunk spills to a temporary file in TempDir. Default
+	// DefaultChunkMemory.
+	ChunkMemory int64
+	// HeldMemory and HeldDisk bound the memory and temporary disk all
+	// checksummed chunks hold together while they are checked; a chunk that
+	// does not fit gets 503 ERR_SERVER_BUSY with Retry-After. Defaults
+	// DefaultHeldMemory, DefaultHeldDisk.
+	HeldMemory int64
+	HeldDisk   int64
 	// Tokens is the path of the tokens file ("agent-id token" a line);
 	// "" = no token auth.
 	Tokens string
@@ -55,10 +71,12 @@ type Options struct {
 	// ExpireAfter removes incomplete uploads untouched this long; default
 	// DefaultExpireAfter, negative = never.
 	ExpireAfter time.Duration
-	// TempDir holds chunks larger than a few MiB while their checksum is
-	// checked; default os.TempDir().
+	// TempDir holds the part of checksummed chunks beyond ChunkMemory while
+	// they are checked; default os.TempDir().
 	TempDir string
-	Logger  *slog.Logger
+	// Net bounds connections, timeouts, header size and body pace.
+	Net    NetOptions
+	Logger *slog.Logger
 }
 
 // Server is courier-ingest's HTTP side: tusd plus Courier's checks.
@@ -77,6 +95,10 @@ type Server struct {
 	owners  sync.Map
 	creates keyedMutex
 	locks   *uploadLocks
+	budget  *holdBudget
+	// failureLines rate-limits audit lines of failed authentication.
+	failureLines lineLimiter
+	readiness    readiness
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -96,16 +118,33 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.MaxChunkSize <= 0 {
 		opts.MaxChunkSize = DefaultMaxChunkSize
 	}
+	if opts.ChunkMemory <= 0 {
+		opts.ChunkMemory = DefaultChunkMemory
+	}
+	if opts.HeldMemory <= 0 {
+		opts.HeldMemory = DefaultHeldMemory
+	}
+	if opts.HeldDisk <= 0 {
+		opts.HeldDisk = DefaultHeldDisk
+	}
 	if opts.ExpireAfter == 0 {
 		opts.ExpireAfter = DefaultExpireAfter
 	}
-	if opts.MaxSize < 0 {
-		return nil, fmt.Errorf("%w: max size must be >= 0, got %d", ErrInvalidOptions, opts.MaxSize)
+	switch {
+	case opts.MaxSize == 0:
+		opts.MaxSize = DefaultMaxSize
+	case opts.MaxSize < 0:
+		opts.MaxSize = 0 // tusd: no limit
 	}
+	if opts.MaxChunkSize > opts.HeldMemory+opts.HeldDisk {
+		return nil, fmt.Errorf("%w: max chunk size %d is more than held memory %d and held disk %d together: no such chunk could ever be held",
+			ErrInvalidOptions, opts.MaxChunkSize, opts.HeldMemory, opts.HeldDisk)
+	}
+	opts.Net.setDefaults()
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{opts: opts, log: opts.Logger}
+	s := &Server{opts: opts, log: opts.Logger, failureLines: lineLimiter{perSecond: auditFailuresPerSecond}}
 	if opts.Tokens != "" {
 		if err := s.ReloadTokens(); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
@@ -136,14 +175,18 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	cors.AllowHeaders += ", Upload-Checksum"
 	cors.ExposeHeaders += ", Courier-Sha256, Tus-Checksum-Algorithm"
 	h, err := handler.NewHandler(handler.Config{
-		StoreComposer:             composer,
-		BasePath:                  opts.BasePath,
-		MaxSize:                   opts.MaxSize,
-		DisableDownload:           true,
-		Cors:                      &cors,
-		Logger:                    tusdLogger(opts.Logger),
-		PreUploadCreateCallback:   s.preCreate,
-		PreFinishResponseCallback: s.preFinish,
+		StoreComposer:              composer,
+		BasePath:                   opts.BasePath,
+		MaxSize:                    opts.MaxSize,
+		DisableDownload:            true,
+		Cors:                       &cors,
+		Logger:                     tusdLogger(opts.Logger),
+		PreUploadCreateCallback:    s.preCreate,
+		PreFinishResponseCallback:  s.preFinish,
+		PreUploadTerminateCallback: s.preTerminate,
+		// tusd's per-read deadline on streamed bodies; Handler's pace is the
+		// stricter one.
+		NetworkTimeout: max(opts.Net.MaxBodyPause, 0),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest: tusd handler: %w", err)
@@ -151,6 +194,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	s.tusd = h
 	s.registry = prometheus.NewRegistry()
 	s.metrics = newMetrics(s.registry, h.Metrics)
+	s.budget = &holdBudget{memMax: opts.HeldMemory, diskMax: opts.HeldDisk, gauge: s.metrics.heldBytes}
 	if sm, ok := b.(interface{ registerMetrics(prometheus.Registerer) }); ok {
 		sm.registerMetrics(s.registry)
 	}
@@ -164,8 +208,14 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			s.janitor(jctx)
 		}()
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.flushAudit(jctx)
+	}()
 	s.log.Info("ingest ready", "store", redactStore(opts.Store), "base_path", opts.BasePath,
-		"tokens", opts.Tokens != "", "client_ca", opts.ClientCA != "", "max_size", opts.MaxSize)
+		"tokens", opts.Tokens != "", "client_ca", opts.ClientCA != "", "max_size", opts.MaxSize,
+		"max_chunk_size", opts.MaxChunkSize, "held_memory", opts.HeldMemory, "held_disk", opts.HeldDisk)
 	return s, nil
 }
 
@@ -177,18 +227,47 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Handler serves tus at BasePath, /metrics and /healthz.
+// Handler serves tus at BasePath, /metrics, /healthz and /readyz: all of
+// the server on one port (courier dev, tests).
 func (s *Server) Handler() http.Handler {
+	mux := s.uploadMux()
+	mux.Handle("/metrics", s.metricsHandler())
+	return mux
+}
+
+// UploadHandler is Handler without /metrics, for a public port when
+// MetricsHandler is served on a listener of its own.
+func (s *Server) UploadHandler() http.Handler { return s.uploadMux() }
+
+// MetricsHandler serves /metrics, /healthz and /readyz.
+func (s *Server) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
-	tus := http.StripPrefix(strings.TrimSuffix(s.opts.BasePath, "/"), http.HandlerFunc(s.serveTus))
+	mux.Handle("/metrics", s.metricsHandler())
+	s.health(mux)
+	return mux
+}
+
+func (s *Server) uploadMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	tus := s.paced(http.StripPrefix(strings.TrimSuffix(s.opts.BasePath, "/"), http.HandlerFunc(s.serveTus)))
 	mux.Handle(s.opts.BasePath, tus)
 	mux.Handle(strings.TrimSuffix(s.opts.BasePath, "/"), tus)
-	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	s.health(mux)
+	return mux
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+}
+
+// health adds /healthz (the process answers) and /readyz (the store takes
+// writes: 503 naming the problem otherwise).
+func (s *Server) health(mux *http.ServeMux) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	return mux
+	mux.HandleFunc("/readyz", s.serveReady)
 }
 
 func (s *Server) authRequired() bool { return s.opts.Tokens != "" || s.clientCAs != nil }
@@ -222,30 +301,37 @@ func (s *Server) serveTus(w http.ResponseWriter, r *http.Request) {
 		var err error
 		who, err = s.identity(r)
 		if err != nil {
-			s.metrics.authFailures.Inc()
-			s.log.Info("unauthenticated request refused", "method", method, "remote", r.RemoteAddr, "err", err)
+			s.authFailure(r.Context(), "", r.RemoteAddr, id, method+": "+err.Error())
 			w.Header().Set("WWW-Authenticate", `Bearer realm="courier-ingest"`)
 			tusError(w, http.StatusUnauthorized, "ERR_UNAUTHORIZED", err.Error())
 			return
 		}
 	}
+	r = withCaller(r, who)
 	switch {
 	case method == http.MethodPost && id == "":
 		s.servePost(w, r, who)
 		return
 	case id != "" && (method == http.MethodPatch || method == http.MethodHead || method == http.MethodDelete):
-		if !s.owns(w, r, id, who) {
+		ok, missing := s.owns(w, r, id, who)
+		if !ok {
+			return
+		}
+		if missing {
+			// Neither held nor looked at further: tusd answers 404.
+			s.tusd.ServeHTTP(w, asMissing(r))
 			return
 		}
 	}
 	switch method {
 	case http.MethodPatch:
-		body, ok := s.holdBody(w, r)
-		if !ok {
+		var held *heldChunk
+		var ok bool
+		if r, held, ok = s.holdBody(w, r, id, false); !ok {
 			return
 		}
-		if body != nil {
-			defer body.Close()
+		if held != nil {
+			defer held.Close()
 		}
 	case http.MethodHead:
 		s.addVerified(r.Context(), w, id)

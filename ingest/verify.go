@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 
 	"github.com/tus/tusd/v2/pkg/handler"
@@ -100,7 +101,9 @@ func (s *Server) verify(ctx context.Context, up handler.Upload, info handler.Fil
 	if got != want {
 		s.metrics.mismatch.WithLabelValues("file").Inc()
 		s.log.Warn("whole-file digest mismatch; discarding upload", "id", info.ID, "size", info.Size, "want", want, "got", got)
-		if err := (trackedStore{s}).AsTerminatableUpload(up).Terminate(context.WithoutCancel(ctx)); err != nil {
+		s.audit(ctx, "verify_failed", slog.String("id", info.ID), slog.Int64("size", info.Size), slog.String("digest", got),
+			slog.String("reason", "whole-file SHA-256 differs from the sha256 metadata "+want))
+		if err := (terminator{u: up.(*trackedUpload), reason: "whole-file digest mismatch"}).Terminate(context.WithoutCancel(ctx)); err != nil {
 			s.log.Error("discarding mismatched upload failed", "id", info.ID, "err", err)
 		}
 		return "", errFileMismatch
@@ -111,7 +114,7 @@ func (s *Server) verify(ctx context.Context, up handler.Upload, info handler.Fil
 			s.log.Warn("verified mark not saved; it is recomputed on the next HEAD", "id", info.ID, "err", err)
 		}
 		s.metrics.verified.Inc()
-		s.log.Info("upload verified", "id", info.ID, "size", info.Size, "sha256", got)
+		s.audit(ctx, "verify", slog.String("id", info.ID), slog.Int64("size", info.Size), slog.String("digest", got))
 	}
 	// A complete upload needs nothing in memory: HEADs read the state.
 	s.digests.evict(info.ID)
@@ -132,4 +135,35 @@ func (s *Server) verifiedDigest(ctx context.Context, up handler.Upload, info han
 		return st.Verified, nil
 	}
 	return s.verify(ctx, up, info)
+}
+
+// errWriteOnce answers a DELETE of a verified upload.
+var errWriteOnce = handler.NewError("ERR_WRITE_ONCE",
+	"this upload was verified and is write-once: it cannot be terminated or replaced", http.StatusForbidden)
+
+// preTerminate refuses to terminate a verified upload. tusd calls it with the
+// upload's lock held, so no PATCH can complete (and verify) it meanwhile.
+func (s *Server) preTerminate(hook handler.HookEvent) (handler.HTTPResponse, error) {
+	ctx := hook.Context
+	info := hook.Upload
+	if info.SizeIsDeferred || info.Offset != info.Size {
+		return handler.HTTPResponse{}, nil // unfinished: its owner may terminate it
+	}
+	up, err := s.store.GetUpload(ctx, info.ID)
+	if err != nil {
+		return handler.HTTPResponse{}, err
+	}
+	d, err := s.verifiedDigest(ctx, up, info)
+	switch {
+	case errors.Is(err, errFileMismatch):
+		return handler.HTTPResponse{}, nil // not verified; already discarded
+	case err != nil:
+		return handler.HTTPResponse{}, err
+	case d != "":
+		s.metrics.writeOnce.Inc()
+		s.audit(ctx, "terminate_refused", slog.String("id", info.ID), slog.Int64("size", info.Size), slog.String("digest", d),
+			slog.String("reason", "verified uploads are write-once"))
+		return handler.HTTPResponse{}, errWriteOnce
+	}
+	return handler.HTTPResponse{}, nil
 }
