@@ -354,7 +354,6 @@ func (s *Server) holdBody(w http.ResponseWriter, r *http.Request, id string, cre
 			"the server holds as many checksummed chunks as it may right now; nothing was written, send this chunk again after Retry-After seconds")
 		return r, nil, false
 	case errors.As(err, &slow):
-		s.metrics.slowBodies.Inc()
 		refused(slow.msg)
 		tusError(w, http.StatusRequestTimeout, "ERR_READ_TIMEOUT", slow.msg+"; nothing was written")
 		return r, nil, false

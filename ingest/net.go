@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -312,6 +313,17 @@ type pacedBody struct {
 	extend func()
 	// lastExtend throttles extend to once a second.
 	lastExtend time.Time
+	// onSlow is called once when the body is cut off.
+	onSlow func(msg string)
+}
+
+func (b *pacedBody) tooSlow(why string, at time.Time) error {
+	e := errBodyTooSlow{fmt.Sprintf("request body too slow: %s (%d bytes in %s)", why, b.n, at.Sub(b.start).Round(time.Millisecond))}
+	if b.onSlow != nil {
+		b.onSlow(e.msg)
+		b.onSlow = nil
+	}
+	return e
 }
 
 func (b *pacedBody) Read(p []byte) (int, error) {
@@ -337,7 +349,7 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 	}
 	if !deadline.IsZero() {
 		if !deadline.After(now) {
-			return 0, errBodyTooSlow{fmt.Sprintf("request body too slow: %s (%d bytes in %s)", why, b.n, now.Sub(b.start).Round(time.Millisecond))}
+			return 0, b.tooSlow(why, now)
 		}
 		_ = b.ctl.SetReadDeadline(deadline) // not supported (a recorder): unpaced
 	}
@@ -351,7 +363,7 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 		b.extend()
 	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		return n, errBodyTooSlow{fmt.Sprintf("request body too slow: %s (%d bytes in %s)", why, b.n, time.Since(b.start).Round(time.Millisecond))}
+		return n, b.tooSlow(why, time.Now())
 	}
 	return n, err
 }
@@ -405,6 +417,11 @@ func (s *Server) paced(h http.Handler) http.Handler {
 			pb := &pacedBody{body: r.Body, ctl: ctl, rate: max(n.MinBodyRate, 0), pause: n.MaxBodyPause}
 			if n.WriteTimeout > 0 {
 				pb.extend = func() { _ = ctl.SetWriteDeadline(time.Now().Add(n.WriteTimeout)) }
+			}
+			pb.onSlow = func(msg string) {
+				s.metrics.slowBodies.Inc()
+				id := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
+				s.auditAs(r.Context(), "body_too_slow", "", r.RemoteAddr, slog.String("id", id), slog.String("reason", msg))
 			}
 			r.Body = pb
 		}

@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// readyCacheFor is how long a /readyz probe of the store is reused, so a
-// busy prober does not write to the store on every request.
+// readyCacheFor is how long a successful /readyz probe of the store is
+// reused, so a busy prober does not write to the store on every request.
+// A failed probe is not reused: the next request probes again.
 const readyCacheFor = time.Second
 
 // readiness caches the last probe of the store.
@@ -25,8 +26,8 @@ func (s *Server) ready(ctx context.Context) error {
 	rd := &s.readiness
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
-	if !rd.at.IsZero() && time.Since(rd.at) < readyCacheFor {
-		return rd.err
+	if rd.err == nil && !rd.at.IsZero() && time.Since(rd.at) < readyCacheFor {
+		return nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
