@@ -222,6 +222,12 @@ func (b *fileBackend) abandoned(ctx context.Context, before time.Time) ([]string
 		id := strings.TrimSuffix(filepath.Base(p), ".info")
 		up, err := b.fs.GetUpload(ctx, id)
 		if err != nil {
+			// A torn .info (a create cut short) expires like an abandoned upload.
+			if isJSONError(err) {
+				if touched, err := b.lastTouched(ctx, id); err == nil && touched.Before(before) {
+					out = append(out, id)
+				}
+			}
 			continue
 		}
 		info, err := up.GetInfo(ctx)

@@ -873,3 +873,29 @@ func TestFullStore(t *testing.T) {
 		t.Errorf("store-full answers counted = %v, want >= 2", n)
 	}
 }
+
+// A torn .info nobody POSTs again is expired like an abandoned upload.
+func TestJanitorDiscardsTornUploads(t *testing.T) {
+	ts := startServer(t, Options{ExpireAfter: time.Hour})
+	u := newUpload(10)
+	for _, f := range []string{u.id, u.id + ".info"} {
+		if err := os.WriteFile(filepath.Join(ts.dir, f), nil, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := ts.srv.Expire(context.Background()); err != nil || n != 0 {
+		t.Fatalf("Expire of a fresh torn upload = %d, %v; want 0", n, err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	for _, f := range []string{u.id, u.id + ".info"} {
+		if err := os.Chtimes(filepath.Join(ts.dir, f), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := ts.srv.Expire(context.Background()); err != nil || n != 1 {
+		t.Fatalf("Expire of an old torn upload = %d, %v; want 1", n, err)
+	}
+	if entries, _ := os.ReadDir(ts.dir); len(entries) != 0 {
+		t.Fatalf("%d files left after expiring the torn upload", len(entries))
+	}
+}
