@@ -27,7 +27,7 @@ const (
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultWriteTimeout      = 60 * time.Second
-	DefaultMinBodyRate       = 16 << 10 // bytes/s: 128 kbit/s
+	DefaultMinBodyRate       = 8 << 10 // bytes/s: 64 kbit/s, a small share of a slow line
 	DefaultMaxBodyPause      = 60 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
 	// ShutdownGrace is how long Serve lets requests in flight finish.
