@@ -151,7 +151,7 @@ func serveUntil(ctx context.Context, hs *http.Server, ln net.Listener) error {
 
 // serverErrorLog receives net/http's own log lines. TLS handshake failures
 // count as authentication failures (and are audited, rate-limited); the rest
-// go to the debug log.
+// (accept errors, panics in a handler) are logged as warnings.
 type serverErrorLog struct{ s *Server }
 
 func (e *serverErrorLog) Write(p []byte) (int, error) {
@@ -165,7 +165,7 @@ func (e *serverErrorLog) Write(p []byte) (int, error) {
 		}
 		return len(p), nil
 	}
-	e.s.log.Debug("http server", "msg_text", line)
+	e.s.log.Warn("http server: "+line)
 	return len(p), nil
 }
 
