@@ -165,7 +165,7 @@ func (e *serverErrorLog) Write(p []byte) (int, error) {
 		}
 		return len(p), nil
 	}
-	e.s.log.Warn("http server: "+line)
+	e.s.log.Warn("http server: " + line)
 	return len(p), nil
 }
 
