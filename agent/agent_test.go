@@ -364,7 +364,10 @@ func TestMetricsServedByClientGolang(t *testing.T) {
 	addr := testutil.FreePort(t)
 	cfg := e.config(t)
 	cfg.HTTP.Listen = addr
-	_, stop := run(t, cfg, io.Discard)
+	a, stop := run(t, cfg, io.Discard)
+	if err := a.Apply(context.Background(), cfg, "test"); err != nil {
+		t.Fatalf("Apply of the same config: %v", err)
+	}
 	writeFile(t, filepath.Join(e.inbox, "m.bin"), 10)
 	testutil.WaitFor(t, wait, "the verified event", func() bool { return len(verifiedEvents(t, e.events)) == 1 })
 	var body string
@@ -378,7 +381,8 @@ func TestMetricsServedByClientGolang(t *testing.T) {
 		body = string(b)
 		return resp.StatusCode == 200 && (strings.Contains(body, `courier_items{state="done"} 1`))
 	})
-	for _, want := range []string{"# TYPE courier_items gauge", "courier_spool_bytes", "courier_upload_link_up 1"} {
+	for _, want := range []string{"# TYPE courier_items gauge", "courier_spool_bytes", "courier_upload_link_up 1",
+		`courier_config_reloads_total{result="applied"} 1`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, body)
 		}
