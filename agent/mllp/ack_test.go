@@ -83,7 +83,7 @@ func TestACKFieldByField(t *testing.T) {
 		{name: "NE/NE refused: no ACK", msg: msg("C13", "2.8", "NE", "NE"), outcome: Refused, reason: tooBig},
 		{name: "unknown MSH-15 is read as AL", msg: msg("C14", "2.5.1", "XX", ""), outcome: Accepted, code: "CA"},
 		{name: "v2.8 error: no MSA-3 (withdrawn in 2.7), ERR-3/4/8", msg: msg("C15", "2.8", "", ""), outcome: TryLater, reason: full, code: "AE",
-			want: map[string]string{"MSA-1": "AE", "MSA-2": "C15", "ERR-3": "207^Application internal error^HL70357", "ERR-4": "E", "ERR-8": full.Text},
+			want:   map[string]string{"MSA-1": "AE", "MSA-2": "C15", "ERR-3": "207^Application internal error^HL70357", "ERR-4": "E", "ERR-8": full.Text},
 			absent: []string{"MSA-3"}},
 		{name: "v2.3: ACK^trigger without structure, ERR-1 location and code, MSA-3 text", msg: msg("C16", "2.3", "", ""),
 			outcome: Refused, reason: tooBig, code: "AR",
