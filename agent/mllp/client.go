@@ -109,3 +109,29 @@ func SplitFrames(b []byte) [][]byte {
 		out = append(out, bytes.Clone(f.data))
 	}
 }
+
+// Post writes msg in one frame without waiting for an answer: for messages whose
+// MSH-15 and MSH-16 ask for none.
+func (c *Client) Post(msg []byte, timeout time.Duration) error {
+	if timeout > 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(timeout))
+		defer c.conn.SetWriteDeadline(time.Time{})
+	}
+	out := make([]byte, 0, len(msg)+3)
+	out = append(append(append(out, startBlock), msg...), endBlock, carriageR)
+	if _, err := c.conn.Write(out); err != nil {
+		return fmt.Errorf("mllp: send: %w", err)
+	}
+	return nil
+}
+
+// WantsACK reports whether msg asks for any acknowledgement of a successful
+// delivery (false only when MSH-15 and MSH-16 ask for none).
+func WantsACK(msg []byte) bool {
+	h, ok := ParseHeader(msg)
+	if !ok {
+		return true
+	}
+	_, send := Decide(h, Accepted)
+	return send
+}
