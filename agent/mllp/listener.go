@@ -391,6 +391,11 @@ func (l *Listener) store(ctx context.Context, log *slog.Logger, in spool.Intake,
 		if ctx.Err() != nil {
 			return TryLater, nil
 		}
+		if errors.Is(err, spool.ErrTooLarge) { // the frame reader bounds first; this is a backstop
+			why := fmt.Sprintf("message of %d bytes exceeds max_message of %d bytes", len(data), l.opts.MaxMessage)
+			l.reject(ctx, log, in, int64(len(data)), why)
+			return Refused, &Reason{errInternal, why + "; not stored"}
+		}
 		var r *Reason
 		if errors.Is(err, spool.ErrFull) {
 			r = &Reason{errInternal, "Courier's spool is full; not stored, send it again later"}
