@@ -387,3 +387,33 @@ func newCert(t *testing.T, parent *x509.Certificate, parentKey *ecdsa.PrivateKey
 func unframe(b []byte) []byte {
 	return bytes.TrimSuffix(bytes.TrimPrefix(b, []byte{startBlock}), []byte{endBlock, carriageR})
 }
+
+// TestMetrics: messages, bytes, ACK codes and open connections are counted.
+func TestMetrics(t *testing.T) {
+	w := newWorld(t, spool.Options{}, Options{MaxMessage: 2048})
+	m := w.l.Metrics()
+	c := w.dial()
+	a := msg("MET-1", "2.5.1", "", "")
+	wantCode(t, w.send(c, a), "AA")
+	wantCode(t, w.send(c, msg("MET-2", "2.5.1", "AL", "")), "CA")
+	wantCode(t, w.send(c, bigMessage("MET-3", 4096)), "AR")
+	if n := testutil.ToFloat64(m.open.WithLabelValues("lab-feed")); n != 1 {
+		t.Errorf("open connections %v, want 1", n)
+	}
+	for code, want := range map[string]float64{"AA": 1, "CA": 1, "AR": 1, "AE": 0} {
+		if n := testutil.ToFloat64(m.acks.WithLabelValues("lab-feed", code)); n != want {
+			t.Errorf("acks{%s} = %v, want %v", code, n, want)
+		}
+	}
+	if n := testutil.ToFloat64(m.messages.WithLabelValues("lab-feed", "received")); n != 2 {
+		t.Errorf("messages{received} = %v, want 2", n)
+	}
+	if n := testutil.ToFloat64(m.messages.WithLabelValues("lab-feed", "rejected")); n != 1 {
+		t.Errorf("messages{rejected} = %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(m.bytes.WithLabelValues("lab-feed")); n < float64(len(a))+4096 {
+		t.Errorf("bytes = %v, want at least %d", n, len(a)+4096)
+	}
+	c.Close()
+	waitUntil(t, "the connection gauge back to 0", func() bool { return testutil.ToFloat64(m.open.WithLabelValues("lab-feed")) == 0 })
+}
