@@ -19,7 +19,7 @@ func NewMetrics() *Metrics {
 	return &Metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "courier_mllp_messages_total",
-			Help: "MLLP frames received, by outcome (received, duplicate, rejected, try_later, unanswered).",
+			Help: "MLLP frames received, by outcome (received, duplicate, rejected, refused_peer, try_later).",
 		}, []string{"source", "outcome"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "courier_mllp_bytes_total",
