@@ -26,9 +26,6 @@ func (a *Agent) newMLLPSource(sc config.Source) (*mllp.Listener, error) {
 			return nil, err
 		}
 	}
-	if a.mllpMetrics == nil {
-		a.mllpMetrics = mllp.NewMetrics()
-	}
 	prio, _ := spool.ParsePriority(sc.Priority)
 	return mllp.Listen(a.spool, mllp.Options{
 		Name:         sc.Name,
@@ -39,7 +36,7 @@ func (a *Agent) newMLLPSource(sc config.Source) (*mllp.Listener, error) {
 		Priority:     prio,
 		NoInspect:    sc.HL7 == "off",
 		Logger:       a.log.With("component", "mllp"),
-		Metrics:      a.mllpMetrics,
+		Metrics:      a.mllpMetricSet(),
 	})
 }
 
@@ -63,25 +60,27 @@ func (a *Agent) mllpSources() ([]*mllp.Listener, error) {
 	return ls, nil
 }
 
-// MLLPCollectors are the mllp sources' Prometheus collectors (none without an
-// mllp source), for a registry.
-func (a *Agent) MLLPCollectors() []prometheus.Collector {
+// mllpMetricSet is the one set of collectors every mllp source of this agent counts in.
+func (a *Agent) mllpMetricSet() *mllp.Metrics {
 	if a.mllpMetrics == nil {
-		return nil
+		a.mllpMetrics = mllp.NewMetrics()
 	}
-	return a.mllpMetrics.Collectors()
+	return a.mllpMetrics
+}
+
+// MLLPCollectors are the mllp sources' Prometheus collectors, for a registry (they
+// may be registered before the sources start; without an mllp source they stay empty).
+func (a *Agent) MLLPCollectors() []prometheus.Collector {
+	return a.mllpMetricSet().Collectors()
 }
 
 // writeMLLPMetrics appends the mllp collectors to the /metrics text.
 func (a *Agent) writeMLLPMetrics(w io.Writer) {
-	cs := a.MLLPCollectors()
-	if len(cs) == 0 {
-		return
+	if a.mllpMetrics == nil {
+		return // no mllp source
 	}
 	reg := prometheus.NewRegistry()
-	for _, c := range cs {
-		reg.MustRegister(c)
-	}
+	reg.MustRegister(a.MLLPCollectors()...)
 	mfs, err := reg.Gather()
 	if err != nil {
 		a.log.Warn("mllp metrics", "err", err)
