@@ -252,34 +252,34 @@ func BuildACK(h *Header, code string, r *Reason, now time.Time, controlID string
 	b.WriteString("MSH" + fs + h.Enc)
 	typ := "ACK"
 	if orig != nil {
-		if trig := h.comp(h.field(9), 2); trig != "" {
+		if trig := echo(h.comp(h.field(9), 2)); trig != "" {
 			typ += cs + trig
 			if versionAtLeast(ver, "2.3.1") {
 				typ += cs + "ACK"
 			}
 		}
 	}
-	proc := h.field(11)
+	proc := echo(h.field(11))
 	if proc == "" {
 		proc = "P"
 	}
 	fields := []string{
-		h.field(5), h.field(6), h.field(3), h.field(4), // MSH-3..6
-		now.Format("20060102150405.000-0700"), // MSH-7
-		"",                                    // MSH-8
-		typ,                                   // MSH-9
-		controlID,                             // MSH-10
-		proc,                                  // MSH-11
-		h.field(12),                           // MSH-12
+		echo(h.field(5)), echo(h.field(6)), echo(h.field(3)), echo(h.field(4)), // MSH-3..6
+		sendTime(h, now),  // MSH-7
+		"",                // MSH-8
+		typ,               // MSH-9
+		controlID,         // MSH-10
+		proc,              // MSH-11
+		echo(h.field(12)), // MSH-12
 	}
-	if cset := h.field(18); cset != "" {
+	if cset := echo(h.field(18)); cset != "" {
 		fields = append(fields, "", "", "", "", "", cset) // MSH-13..18
 	}
 	for _, f := range fields {
 		b.WriteString(fs + f)
 	}
 	b.WriteByte('\r')
-	b.WriteString("MSA" + fs + code + fs + h.ControlID())
+	b.WriteString("MSA" + fs + code + fs + echo(h.ControlID()))
 	if r != nil && !versionAtLeast(ver, "2.7") {
 		b.WriteString(fs + escape(h, r.Text))
 	}
@@ -298,10 +298,37 @@ func BuildACK(h *Header, code string, r *Reason, now time.Time, controlID string
 	return []byte(b.String())
 }
 
+// sendTime is MSH-7: with milliseconds and UTC offset, unless the message's
+// delimiters include '.', '+' or '-' (any printable non-alphanumeric may be one).
+func sendTime(h *Header, now time.Time) string {
+	t := now.Format("20060102150405.000-0700")
+	if strings.ContainsAny(t, string(h.Field)+h.Enc) {
+		return now.Format("20060102150405")
+	}
+	return t
+}
+
+// echo is a value of the message as the ACK repeats it: as sent, except control
+// characters (a VT or FS in an ACK could be taken for MLLP framing by the sender).
+func echo(v string) string {
+	if strings.IndexFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7F }) < 0 {
+		return v
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7F {
+			return -1
+		}
+		return r
+	}, v)
+}
+
 // escape writes our own text with the message's escape sequences (\F\ \S\ \R\ \E\ \T\).
 func escape(h *Header, s string) string {
 	esc := h.Enc[2]
 	names := map[byte]byte{h.Field: 'F', h.Enc[0]: 'S', h.Enc[1]: 'R', esc: 'E', h.Enc[3]: 'T'}
+	if len(h.Enc) == 5 {
+		names[h.Enc[4]] = 'P' // the truncation character (v2.7+)
+	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
