@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/edgecourier/courier/agent/config"
-	"github.com/edgecourier/courier/agent/hl7"
 	"github.com/edgecourier/courier/agent/mllp"
 	"github.com/edgecourier/courier/spool"
 )
@@ -19,7 +18,7 @@ import (
 // appear on /metrics.
 func TestMLLPSourceWiring(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	sp, err := spool.Open(ctx, spool.Options{Dir: t.TempDir(), Inspect: hl7.Inspector(nil, 0)})
+	sp, err := spool.Open(ctx, spool.Options{Dir: t.TempDir(), Inspect: hl7Inspector(nil, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgecourier/courier/agent/hl7"
 	"github.com/edgecourier/courier/spool"
 )
 
@@ -38,7 +37,7 @@ func (g *gate) Receive(ctx context.Context, in spool.Intake, r io.Reader) (*spoo
 // error is answered AE "send it again later", never AA.
 func TestACKOnlyAfterTheSpoolHasIt(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	sp, err := spool.Open(ctx, spool.Options{Dir: t.TempDir(), Inspect: hl7.Inspector(nil, 0)})
+	sp, err := spool.Open(ctx, spool.Options{Dir: t.TempDir(), Inspect: hl7Inspector()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -59,6 +60,21 @@ func digest(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
+// hl7Inspector is agent/hl7's inspector as the agent hands it to the spool (the
+// adapter itself lives in package agent), so dedupe follows the HL7 rule here too.
+func hl7Inspector() spool.Inspector {
+	inspect := hl7.Inspector(nil, 0)
+	return func(path string) *spool.Envelope {
+		e := inspect(path)
+		if e == nil {
+			return nil
+		}
+		data, _ := json.Marshal(e.Data)
+		return &spool.Envelope{DedupeKey: e.DedupeKey, ContentKey: e.ContentKey, OrderKey: e.OrderKey,
+			IsCorrection: e.IsCorrection, ContentType: e.ContentType, Data: data}
+	}
+}
+
 // world is a real spool with a listener on loopback, running until the test ends.
 type world struct {
 	t    testing.TB
@@ -74,7 +90,7 @@ func newWorld(t testing.TB, sopts spool.Options, o Options) *world {
 		sopts.Dir = t.TempDir()
 	}
 	if sopts.Inspect == nil {
-		sopts.Inspect = hl7.Inspector(nil, 0)
+		sopts.Inspect = hl7Inspector()
 	}
 	sopts.Sinks = []string{"file"}
 	ctx := context.Background()

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgecourier/courier/agent/hl7"
 	"github.com/edgecourier/courier/agent/mllp"
 	"github.com/edgecourier/courier/spool"
 )
@@ -18,7 +17,7 @@ import (
 func listener(t *testing.T) (string, *spool.Spool) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	sp, err := spool.Open(ctx, spool.Options{Dir: t.TempDir(), Inspect: hl7.Inspector(nil, 0)})
+	sp, err := spool.Open(ctx, spool.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
