@@ -20,6 +20,7 @@ import (
 	"github.com/edgecourier/courier/agent/config"
 	"github.com/edgecourier/courier/agent/events"
 	"github.com/edgecourier/courier/agent/folder"
+	"github.com/edgecourier/courier/agent/mllp"
 	"github.com/edgecourier/courier/agent/mqtt"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
@@ -50,6 +51,8 @@ type Agent struct {
 	// applyCh hands Apply's requests to Run's supervisor, which owns every start and stop.
 	applyCh chan applyRequest
 	runDone chan struct{} // closed when Run has returned
+
+	mllpMetrics *mllp.Metrics // created on first use (agent/mllp.go); empty without an mllp source
 
 	mu       sync.Mutex // guards the fields below: Snapshot and /metrics read them during a swap
 	cfg      *config.Config
@@ -221,10 +224,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	mllpSources, merr := a.mllpSources() // agent/mllp.go
+	if merr != nil {
+		return merr
+	}
 	if a.cfg.RemoteConfig.Enabled {
 		a.log.Warn("remote_config.enabled is set, but this version does not apply pushed configuration yet; the local file is used")
 	}
 	if err := a.mq.start(ctx); err != nil {
+		for _, l := range mllpSources {
+			l.Close()
+		}
 		return fmt.Errorf("mqtt: %w", err)
 	}
 
@@ -232,6 +242,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	r := &running{g: g, ctx: gctx, folders: map[string]*unit{}}
 	for name, src := range folders {
 		r.folders[name] = r.start("folder source "+name, src.Run)
+	}
+	for i, l := range mllpSources {
+		r.start(fmt.Sprintf("mllp source %d", i), l.Run)
 	}
 	r.uploader = r.start("uploader", a.uploader.Run)
 	r.publisher = r.start("events", a.publisher(a.cfg, a.sinks).Run)

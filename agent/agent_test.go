@@ -332,10 +332,11 @@ func TestApplyReportsKeysThatNeedARestart(t *testing.T) {
 	cfg := e.config(t)
 	cfg.Agent.ID = "other"
 	cfg.Log.Level = "warn"
+	cfg.Sources = append(cfg.Sources, config.Source{Name: "lab", Kind: "mllp", Listen: "127.0.0.1:0"})
 	err := a.Apply(context.Background(), cfg, "test")
 	var re *RestartError
-	if !errors.As(err, &re) || !errors.Is(err, ErrNeedsRestart) || len(re.Keys) != 1 || re.Keys[0] != "agent.id" {
-		t.Fatalf("Apply = %v, want a RestartError for agent.id", err)
+	if !errors.As(err, &re) || !errors.Is(err, ErrNeedsRestart) || strings.Join(re.Keys, ",") != "agent.id,sources (kind: mllp)" {
+		t.Fatalf("Apply = %v, want a RestartError for agent.id and the mllp source", err)
 	}
 	a.mu.Lock()
 	id, lvl := a.cfg.Agent.ID, a.cfg.Log.Level
@@ -419,6 +420,20 @@ func TestApplySwapsMQTTFeeds(t *testing.T) {
 			t.Fatalf("mosquitto_pub: %v: %s", err, out)
 		}
 	}
+	subscribed := func() {
+		t.Helper()
+		a.mu.Lock()
+		mq := a.mq
+		a.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		for _, f := range mq.feeds {
+			if err := f.WaitSubscribed(ctx); err != nil {
+				t.Fatalf("feed not subscribed: %v", err)
+			}
+		}
+	}
+	subscribed()
 	pub("old/dev1/files/a", "before the reload")
 	testutil.WaitFor(t, wait, "the message on the old topic verified", func() bool { return len(verifiedEvents(t, e.events)) == 1 })
 
@@ -426,11 +441,7 @@ func TestApplySwapsMQTTFeeds(t *testing.T) {
 	if err := a.Apply(context.Background(), withBroker(), "test"); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	testutil.WaitFor(t, wait, "the new connection", func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.mq != nil && a.mq.c.Connected()
-	})
+	subscribed()
 	pub("old/dev1/files/b", "old topic after the reload")
 	pub("new/dev1/files/c", "new topic after the reload")
 	testutil.WaitFor(t, wait, "the message on the new topic verified", func() bool { return len(verifiedEvents(t, e.events)) == 2 })

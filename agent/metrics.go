@@ -29,6 +29,7 @@ func newMetrics(a *Agent) *metrics {
 		}, []string{"result"}),
 	}
 	m.reg.MustRegister(statusCollector{a: a}, m.reloads)
+	m.reg.MustRegister(a.MLLPCollectors()...) // empty without an mllp source
 	return m
 }
 

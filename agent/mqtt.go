@@ -17,6 +17,7 @@ import (
 type mqttParts struct {
 	c      *mqtt.Conn
 	status *mqtt.StatusPublisher
+	feeds  []*mqtt.Feed
 }
 
 func (a *Agent) buildMQTT(cfg *config.Config) (*mqttParts, error) {
@@ -37,12 +38,14 @@ func (m *mqttParts) addFeeds(cfg *config.Config, sp *spool.Spool) error {
 			continue
 		}
 		prio, _ := spool.ParsePriority(sc.Priority)
-		if _, err := mqtt.NewFeed(m.c, sp, mqtt.FeedOptions{
+		f, err := mqtt.NewFeed(m.c, sp, mqtt.FeedOptions{
 			Name: sc.Name, Topics: sc.Topics, QoS: byte(*sc.QoS), MaxPayload: int64(sc.MaxPayload), Priority: prio,
 			NoInspect: sc.HL7 == "off",
-		}); err != nil {
+		})
+		if err != nil {
 			return fmt.Errorf("%s: sources[%d]: %w", cfg.File, i, err)
 		}
+		m.feeds = append(m.feeds, f)
 	}
 	return nil
 }

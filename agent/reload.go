@@ -59,8 +59,8 @@ type applyRequest struct {
 //   - log.level, http.listen.
 //
 // Keys a running agent cannot change (agent.id, agent.data_dir, spool.*,
-// privacy.id_salt_file, log.format, remote_config.*, turning the broker or an
-// event sink on or off) keep their old values; Apply logs them and returns a
+// privacy.id_salt_file, log.format, remote_config.*, sources of kind mllp, turning
+// the broker or an event sink on or off) keep their old values; Apply logs them and returns a
 // *RestartError (errors.Is(err, ErrNeedsRestart)) after applying the rest.
 func (a *Agent) Apply(ctx context.Context, cfg *config.Config, origin string) error {
 	req := applyRequest{ctx: ctx, cfg: cfg, origin: origin, reply: make(chan error, 1)}
@@ -126,6 +126,11 @@ func restartOnly(cur, next *config.Config) []string {
 				next.Sources = append(next.Sources, s)
 			}
 		}
+	})
+	// An mllp listener's port is bound at start; rebinding it live is not done yet.
+	keep("sources (kind: mllp)", !reflect.DeepEqual(sourcesOfKind(cur, "mllp"), sourcesOfKind(next, "mllp")), func() {
+		next.Sources = slices.DeleteFunc(next.Sources, func(s config.Source) bool { return s.Kind == "mllp" })
+		next.Sources = append(next.Sources, sourcesOfKind(cur, "mllp")...)
 	})
 	keep("events.file (turning it on or off)", (cur.Events.File == "") != (next.Events.File == ""), func() { next.Events.File = cur.Events.File })
 	keep("events.mqtt", boolOf(cur.Events.MQTT) != boolOf(next.Events.MQTT), func() { next.Events.MQTT = cur.Events.MQTT })
@@ -283,10 +288,12 @@ func sourcesByName(cfg *config.Config, kind string) map[string]config.Source {
 	return m
 }
 
-func mqttSources(cfg *config.Config) []config.Source {
+func mqttSources(cfg *config.Config) []config.Source { return sourcesOfKind(cfg, "mqtt") }
+
+func sourcesOfKind(cfg *config.Config, kind string) []config.Source {
 	var out []config.Source
 	for _, s := range cfg.Sources {
-		if s.Kind == "mqtt" {
+		if s.Kind == kind {
 			out = append(out, s)
 		}
 	}
