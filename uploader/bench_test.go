@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"runtime/metrics"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,4 +166,59 @@ func benchUpload(b *testing.B, endpoint string, size, chunk int64) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkSmallFiles receives 4 KiB files into a spool while Run uploads them to
+// a tus server in another process: one op is one file from intake to verified,
+// so it shows waits between the stages (lease latency) and per-request costs.
+func BenchmarkSmallFiles(b *testing.B) {
+	endpoint := startServerProcess(b)
+	for _, conc := range []int{4, 16} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) { benchSmallFiles(b, endpoint, conc) })
+	}
+}
+
+func benchSmallFiles(b *testing.B, endpoint string, concurrency int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sp, err := spool.Open(ctx, spool.Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sp.Close()
+	var done atomic.Int64
+	all := make(chan struct{})
+	u, err := New(sp, Options{Endpoint: endpoint, RequireVerification: true, Concurrency: concurrency,
+		Progress: func(p Progress) {
+			if p.Done && done.Add(1) == int64(b.N) {
+				close(all)
+			}
+		}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- u.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			b.Error(err)
+		}
+	}()
+	data := make([]byte, 4<<10)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		data[0], data[1], data[2] = byte(i), byte(i>>8), byte(i>>16)
+		if _, err := sp.Receive(ctx, spool.Intake{Source: "bench", SourceKind: "folder"}, bytes.NewReader(data)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("%d of %d files verified", done.Load(), b.N)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "files/s")
 }
