@@ -231,6 +231,9 @@ func (l *link) verified() {
 // on poke makes the probe due at once (see probeSoon).
 func (l *link) hold(ctx context.Context, poke <-chan struct{}, spacing time.Duration) (probe bool, err error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
 		l.mu.Lock()
 		if l.st.State == LinkUp {
 			l.mu.Unlock()

@@ -115,7 +115,7 @@ func (t *tracker) report(sent int64, force bool) {
 	if call {
 		t.lastReport = now
 	}
-	logNow := now.Sub(t.lastLog) >= progressLogEach
+	logNow := now.Sub(t.lastLog) >= t.u.progressLog
 	if logNow {
 		t.lastLog = now
 	}

@@ -92,8 +92,9 @@ type Uploader struct {
 	chunk     atomic.Int64 // PATCH size now: halved after an interrupted chunk, grown back after successes
 	chunkGood atomic.Int64 // chunks in a row that got through at the current size
 
-	activeMu sync.Mutex
-	active   map[string]*tracker
+	activeMu    sync.Mutex
+	active      map[string]*tracker
+	progressLog time.Duration // a long upload is logged this often
 }
 
 // DefaultChunkSize is the PATCH size when Options.ChunkSize is 0.
@@ -166,6 +167,8 @@ func New(store Store, opts Options) (*Uploader, error) {
 		poke:     make(chan struct{}, 1),
 		large:    make(chan struct{}, opts.Concurrency),
 		active:   map[string]*tracker{},
+
+		progressLog: progressLogEach,
 	}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
