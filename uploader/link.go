@@ -146,20 +146,24 @@ func (l *link) up() {
 	l.notify()
 }
 
-// fail records a failure of the whole link and when to probe it next. It ends
-// the probe. One WARN is logged when the state or its cause changes, not on
-// every failure.
-func (l *link) fail(state, cause, reason string, backoff func(n int) time.Duration, retryAfter time.Duration) time.Time {
+// fail records a failure of the whole link. A probe's failure (or the first one
+// while the link was up) ends the probe and sets when to probe next, backing off;
+// the failures of uploads that were already under way when the link broke only
+// update the reason, so a burst of them does not stretch the backoff. One WARN is
+// logged when the state or its cause changes, not on every failure.
+func (l *link) fail(state, cause, reason string, probe bool, backoff func(n int) time.Duration, retryAfter time.Duration) {
 	l.mu.Lock()
-	l.probing = false
-	l.failures++
 	now := time.Now()
-	next := now.Add(max(backoff(l.failures), retryAfter))
+	if probe || l.st.State == LinkUp {
+		l.probing = false
+		l.failures++
+		l.st.NextProbe = now.Add(max(backoff(l.failures), retryAfter))
+	}
 	changed := l.st.State != state || l.st.Cause != cause
 	if l.st.State != state {
 		l.st.Since = now
 	}
-	l.st.State, l.st.Cause, l.st.Reason, l.st.LastError, l.st.NextProbe = state, cause, reason, reason, next
+	l.st.State, l.st.Cause, l.st.Reason, l.st.LastError = state, cause, reason, reason
 	l.broadcastLocked()
 	l.mu.Unlock()
 	if changed {
@@ -170,7 +174,6 @@ func (l *link) fail(state, cause, reason string, backoff func(n int) time.Durati
 		}
 	}
 	l.notify()
-	return next
 }
 
 // probeDone gives the probe token back without a verdict (cancelled, no answer

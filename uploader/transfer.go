@@ -129,11 +129,11 @@ func (u *Uploader) settle(ctx context.Context, item *spool.Item, owner string, e
 		return fmt.Errorf("uploader: item %s: quarantined: %w", item.ID, err)
 	case failLink:
 		u.forgetCapabilities()
-		u.link.fail(LinkDown, cmp.Or(f.cause, CauseNetwork), reason, u.probeBackoff, f.retryAfter)
+		u.link.fail(LinkDown, cmp.Or(f.cause, CauseNetwork), reason, probe, u.probeBackoff, f.retryAfter)
 		log.Debug("link failure; the item waits for the link", "err", reason)
 	case failPaused:
 		u.forgetCapabilities()
-		u.link.fail(LinkPaused, cmp.Or(f.cause, CauseConfig), reason, u.probeBackoff, f.retryAfter)
+		u.link.fail(LinkPaused, cmp.Or(f.cause, CauseConfig), reason, probe, u.probeBackoff, f.retryAfter)
 		log.Debug("uploads paused; the item waits", "err", reason)
 	case failLater:
 		next = now.Add(max(f.retryAfter, u.backoff(item.Attempts+1)))
@@ -180,7 +180,7 @@ func (u *Uploader) probe(ctx context.Context) bool {
 		if f.kind == failPaused {
 			state, def = LinkPaused, CauseConfig
 		}
-		u.link.fail(state, cmp.Or(f.cause, def), f.err.Error(), u.probeBackoff, f.retryAfter)
+		u.link.fail(state, cmp.Or(f.cause, def), f.err.Error(), true, u.probeBackoff, f.retryAfter)
 		return false
 	case cause == CauseServer || cause == CauseConfig:
 		return true

@@ -315,7 +315,7 @@ func (u *Uploader) worker(ctx context.Context, owner string) error {
 		idle = 0
 		// Another item may be leasable too: let one more idle worker look.
 		u.Notify()
-		if err := u.Upload(ctx, item, owner); err != nil && ctx.Err() == nil {
+		if err := u.upload(ctx, item, owner, probe); err != nil && ctx.Err() == nil {
 			u.log.Debug("upload did not finish", "item", item.ID, "err", err)
 		}
 		u.endProbe(probe)
