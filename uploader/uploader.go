@@ -374,7 +374,7 @@ func (u *Uploader) chunkInterrupted(log *slog.Logger) {
 		next := max(cur/2, floor)
 		if next == cur || u.chunk.CompareAndSwap(cur, next) {
 			if next != cur {
-				log.Info("chunk interrupted; smaller chunks from now on", "chunk_size", next)
+				log.Debug("chunk interrupted; smaller chunks from now on", "chunk_size", next)
 			}
 			return
 		}
