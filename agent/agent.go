@@ -20,7 +20,6 @@ import (
 	"github.com/edgecourier/courier/agent/config"
 	"github.com/edgecourier/courier/agent/events"
 	"github.com/edgecourier/courier/agent/folder"
-	"github.com/edgecourier/courier/agent/hl7"
 	"github.com/edgecourier/courier/agent/mqtt"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
@@ -173,7 +172,7 @@ func (a *Agent) inspector(salt []byte) spool.Inspector {
 	if !auto {
 		return nil
 	}
-	return hl7.Inspector(salt, 16<<20)
+	return hl7Inspector(salt, 16<<20)
 }
 
 // Run starts sources, uploader and publisher and blocks until ctx is done or a
@@ -246,7 +245,7 @@ func EventOptions(cfg *config.Config) events.Options {
 		AgentID:       cfg.Agent.ID,
 		SendFilenames: cfg.Privacy.SendFilenames,
 		FHIR: func(it *spool.Item) (any, bool) {
-			return hl7.DocRefFromItem(it)
+			return hl7DocRef(it)
 		},
 	}
 }
