@@ -30,7 +30,7 @@ test-deps:
 	@command -v versitygw >/dev/null 2>&1 || test -x $(GOBIN)/versitygw || { \
 	  echo "installing versitygw ($(VERSITYGW))"; CGO_ENABLED=0 $(GO) install $(VERSITYGW); }
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
-	  echo "installing nodejs and npm (Debian packages; agent/hl7 checks FHIR against the R4 JSON schema)"; \
+	  echo "installing nodejs and npm (Debian packages; agent/hl7 checks FHIR against the R4 JSON schema, ingest runs tus-js-client)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 
