@@ -110,6 +110,9 @@ func (r reply) classifyKind() *failure {
 	case r.code == http.StatusServiceUnavailable && (strings.Contains(r.body, "ERR_STORE_FULL") || strings.Contains(r.body, "ERR_STORE_UNAVAILABLE")):
 		// The server's storage is full or failing: its fault, never the file's.
 		return &failure{kind: failLink, cause: CauseServer, err: fmt.Errorf("%w: %w", ErrServer, se), retryAfter: retryAfter(r.header)}
+	case r.code == http.StatusServiceUnavailable && strings.Contains(r.body, "ERR_SERVER_BUSY"):
+		// The server holds as many chunks as it may: load, not the file; come back later.
+		return &failure{kind: failLater, err: fmt.Errorf("%w: %w", ErrServer, se), retryAfter: retryAfter(r.header)}
 	case r.code >= 500:
 		return &failure{kind: failCounted, err: fmt.Errorf("%w: %w", ErrServer, se), retryAfter: retryAfter(r.header)}
 	case r.code == http.StatusRequestEntityTooLarge && strings.Contains(r.body, "ERR_CHUNK_TOO_LARGE"):

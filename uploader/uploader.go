@@ -65,8 +65,8 @@ type Options struct {
 	// RequestTimeout aborts a request after this long without progress (no body bytes
 	// sent, no response); default 1m.
 	RequestTimeout time.Duration
-	// Workers is how many items Run has in flight at once; default max(4×Concurrency,
-	// 16). Only Concurrency of them send a file in more than one request; the others
+	// Workers is how many items Run has in flight at once; default 4×Concurrency,
+	// at least 16 and at most 64 (and never below Concurrency). Only Concurrency of them send a file in more than one request; the others
 	// carry small files, whose cost is round trips and spool commits, not bandwidth.
 	Workers int
 }
@@ -137,7 +137,8 @@ func New(store Store, opts Options) (*Uploader, error) {
 		opts.Concurrency = 4
 	}
 	if opts.Workers == 0 {
-		opts.Workers = max(4*opts.Concurrency, 16)
+		// Below courier-ingest's default cap of 64 connections per address.
+		opts.Workers = min(max(4*opts.Concurrency, 16), 64)
 	}
 	opts.Workers = max(opts.Workers, opts.Concurrency)
 	if opts.Retry.Initial == 0 {
