@@ -168,17 +168,23 @@ func benchUpload(b *testing.B, endpoint string, size, chunk int64) {
 	}
 }
 
-// BenchmarkSmallFiles receives 4 KiB files into a spool while Run uploads them to
-// a tus server in another process: one op is one file from intake to verified,
-// so it shows waits between the stages (lease latency) and per-request costs.
+// BenchmarkSmallFiles uploads 4 KiB files to a tus server in another process.
+// intake=live receives them while Run uploads (one op is one file from intake to
+// verified: waits between the stages show); intake=queued has them all spooled
+// before Run starts (the uploader's own rate: round trips, connections, spool
+// commits).
 func BenchmarkSmallFiles(b *testing.B) {
 	endpoint := startServerProcess(b)
-	for _, conc := range []int{4, 16} {
-		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) { benchSmallFiles(b, endpoint, conc) })
+	for _, queued := range []bool{false, true} {
+		name := "intake=live"
+		if queued {
+			name = "intake=queued"
+		}
+		b.Run(name, func(b *testing.B) { benchSmallFiles(b, endpoint, 4, queued) })
 	}
 }
 
-func benchSmallFiles(b *testing.B, endpoint string, concurrency int) {
+func benchSmallFiles(b *testing.B, endpoint string, concurrency int, queued bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sp, err := spool.Open(ctx, spool.Options{Dir: b.TempDir()})
 	if err != nil {
@@ -196,6 +202,21 @@ func benchSmallFiles(b *testing.B, endpoint string, concurrency int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	data := make([]byte, 4<<10)
+	receive := func() {
+		for i := range b.N {
+			data[0], data[1], data[2] = byte(i), byte(i>>8), byte(i>>16)
+			if _, err := sp.Receive(ctx, spool.Intake{Source: "bench", SourceKind: "folder"}, bytes.NewReader(data)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if queued {
+		receive()
+	}
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	start := time.Now()
 	ran := make(chan error, 1)
 	go func() { ran <- u.Run(ctx) }()
 	defer func() {
@@ -204,15 +225,8 @@ func benchSmallFiles(b *testing.B, endpoint string, concurrency int) {
 			b.Error(err)
 		}
 	}()
-	data := make([]byte, 4<<10)
-	b.SetBytes(int64(len(data)))
-	b.ResetTimer()
-	start := time.Now()
-	for i := range b.N {
-		data[0], data[1], data[2] = byte(i), byte(i>>8), byte(i>>16)
-		if _, err := sp.Receive(ctx, spool.Intake{Source: "bench", SourceKind: "folder"}, bytes.NewReader(data)); err != nil {
-			b.Fatal(err)
-		}
+	if !queued {
+		receive()
 	}
 	select {
 	case <-all:
