@@ -20,6 +20,7 @@ import (
 	"github.com/edgecourier/courier/agent/config"
 	"github.com/edgecourier/courier/agent/events"
 	"github.com/edgecourier/courier/agent/folder"
+	"github.com/edgecourier/courier/agent/mllp"
 	"github.com/edgecourier/courier/agent/mqtt"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
@@ -47,6 +48,8 @@ type Agent struct {
 	closers  []io.Closer
 	mqtt     *mqtt.Conn // nil when no broker is configured
 	status   *mqtt.StatusPublisher
+
+	mllpMetrics *mllp.Metrics // nil without an mllp source (agent/mllp.go)
 
 	mu      sync.Mutex
 	lastErr string
@@ -205,12 +208,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		sources = append(sources, src)
 	}
+	mllpSources, merr := a.mllpSources() // agent/mllp.go
+	if merr != nil {
+		return merr
+	}
 	if a.cfg.RemoteConfig.Enabled {
 		a.log.Warn("remote_config.enabled is set, but this version does not apply pushed configuration yet; the local file is used")
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, src := range sources {
 		g.Go(func() error { return src.Run(ctx) })
+	}
+	for _, l := range mllpSources {
+		g.Go(func() error { return l.Run(ctx) })
 	}
 	g.Go(func() error { return a.uploader.Run(ctx) })
 	pub := &events.Publisher{

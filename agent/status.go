@@ -191,6 +191,7 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 		if st.OldestWaiting != nil {
 			fmt.Fprintf(w, "# HELP courier_oldest_waiting_seconds Age of the oldest item not yet verified.\n# TYPE courier_oldest_waiting_seconds gauge\ncourier_oldest_waiting_seconds %.0f\n", time.Since(*st.OldestWaiting).Seconds())
 		}
+		a.writeMLLPMetrics(w) // agent/mllp.go
 	})
 	ln, err := net.Listen("tcp", a.cfg.HTTP.Listen)
 	if err != nil {
