@@ -116,3 +116,13 @@ func receiveAttachments(ctx context.Context, sp *spool.Spool, msg *spool.Item, m
 	}
 	return parts, nil
 }
+
+// inspector reads HL7 v2 envelopes. It is always installed: sources with hl7: off
+// set Intake.NoInspect, so a reload that turns hl7 on for a source needs no new spool.
+func inspector(salt []byte) spool.Inspector {
+	return hl7Inspector(salt, 16<<20)
+}
+
+func fhirDocRef(it *spool.Item) (any, bool) {
+	return hl7DocRef(it)
+}

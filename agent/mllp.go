@@ -1,15 +1,13 @@
 package agent
 
 // The `kind: mllp` sources' wiring, kept apart from agent.go: config → mllp.Options,
-// and the listeners' metrics on /metrics.
+// and the listeners' metrics (registered in metrics.go).
 
 import (
 	"crypto/tls"
 	"fmt"
-	"io"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/edgecourier/courier/agent/config"
 	"github.com/edgecourier/courier/agent/mllp"
@@ -72,22 +70,4 @@ func (a *Agent) mllpMetricSet() *mllp.Metrics {
 // may be registered before the sources start; without an mllp source they stay empty).
 func (a *Agent) MLLPCollectors() []prometheus.Collector {
 	return a.mllpMetricSet().Collectors()
-}
-
-// writeMLLPMetrics appends the mllp collectors to the /metrics text.
-func (a *Agent) writeMLLPMetrics(w io.Writer) {
-	if a.mllpMetrics == nil {
-		return // no mllp source
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(a.MLLPCollectors()...)
-	mfs, err := reg.Gather()
-	if err != nil {
-		a.log.Warn("mllp metrics", "err", err)
-		return
-	}
-	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		enc.Encode(mf)
-	}
 }

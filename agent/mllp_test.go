@@ -1,12 +1,15 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgecourier/courier/agent/config"
 	"github.com/edgecourier/courier/agent/mllp"
@@ -48,8 +51,12 @@ func TestMLLPSourceWiring(t *testing.T) {
 	if it := its[0]; it.Source != "lab-feed" || it.SourceKind != "mllp" || it.Priority != spool.PriorityHigh || len(it.Envelope) == 0 {
 		t.Errorf("item: source %q kind %q priority %v envelope %q", it.Source, it.SourceKind, it.Priority, it.Envelope)
 	}
-	var b bytes.Buffer
-	a.writeMLLPMetrics(&b)
+	// The collectors newMetrics registers on /metrics.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.MLLPCollectors()...)
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	b := rec.Body
 	for _, want := range []string{`courier_mllp_acks_total{code="AA",source="lab-feed"} 1`,
 		`courier_mllp_connections_open{source="lab-feed"} 1`, `courier_mllp_messages_total{outcome="received",source="lab-feed"} 1`} {
 		if !strings.Contains(b.String(), want) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgecourier/courier/agent/mllp"
+	"github.com/edgecourier/courier/internal/testutil"
 )
 
 // The MLLP sender here is python-hl7 (Debian's python3-hl7): hl7.client.MLLPClient,
@@ -101,7 +102,7 @@ type sender struct {
 	mu   sync.Mutex
 	acks []sent
 	done chan error
-	errb *syncBuf
+	errb *testutil.SyncBuffer
 }
 
 func startSender(t *testing.T, addr string, files []string) *sender {
@@ -109,7 +110,7 @@ func startSender(t *testing.T, addr string, files []string) *sender {
 	script := filepath.Join(t.TempDir(), "sender.py")
 	writeText(t, script, mllpSender)
 	host, port, _ := strings.Cut(addr, ":")
-	s := &sender{done: make(chan error, 1), errb: &syncBuf{}}
+	s := &sender{done: make(chan error, 1), errb: &testutil.SyncBuffer{}}
 	s.cmd = exec.Command(pythonHL7, append([]string{script, host, port}, files...)...)
 	s.cmd.Stderr = s.errb
 	out, err := s.cmd.StdoutPipe()
@@ -229,7 +230,7 @@ func checkVerifiedOnce(t *testing.T, e *env, in *ingest, sums map[string]string)
 		want[s] = true
 	}
 	var evs []mllpEvent
-	waitFor(t, 3*time.Minute, fmt.Sprintf("%d verified events", len(want)), func() bool {
+	testutil.WaitFor(t, 3*time.Minute, fmt.Sprintf("%d verified events", len(want)), func() bool {
 		evs = nil
 		for _, ev := range e.mllpEvents() {
 			if ev.Type == "org.edgecourier.file.verified.v1" {
@@ -284,7 +285,7 @@ func checkVerifiedOnce(t *testing.T, e *env, in *ingest, sums map[string]string)
 func TestMLLPCorpusVerifiedOnce(t *testing.T) {
 	needPythonHL7(t)
 	in := startIngest(t, t.TempDir(), "")
-	addr := freePort(t)
+	addr := testutil.FreePort(t)
 	e := mllpEnv(t, in.url(), addr)
 	e.startAgent()
 	waitListening(t, addr)
@@ -304,7 +305,7 @@ func TestMLLPCorpusVerifiedOnce(t *testing.T) {
 	if code != 0 || strings.Count(out, ": AA\n")+strings.Count(out, ": CA\n") != 2 {
 		t.Fatalf("courier mllp send: exit %d\n%s", code, out)
 	}
-	waitFor(t, time.Minute, "2 duplicate events", func() bool {
+	testutil.WaitFor(t, time.Minute, "2 duplicate events", func() bool {
 		n := 0
 		for _, ev := range e.mllpEvents() {
 			if ev.Type == "org.edgecourier.file.duplicate.v1" && ev.Data.DuplicateOf != "" {
@@ -341,13 +342,13 @@ func TestMLLPSIGKILLMidStream(t *testing.T) {
 	skipOnWindows(t)
 	needPythonHL7(t)
 	in := startIngest(t, t.TempDir(), "")
-	addr := freePort(t)
+	addr := testutil.FreePort(t)
 	e := mllpEnv(t, in.url(), addr)
 	agent := e.startAgent()
 	waitListening(t, addr)
 	files, sums := mllpCorpus(t, true) // NE/NE messages ask for no ACK: nothing to count
 	s := startSender(t, addr, files)
-	waitFor(t, time.Minute, "20 acknowledged messages", func() bool { return len(s.snapshot()) >= 20 })
+	testutil.WaitFor(t, time.Minute, "20 acknowledged messages", func() bool { return len(s.snapshot()) >= 20 })
 	agent.kill()
 	acked := s.snapshot()
 	out, code := e.courier("spool", "ls", "--config", e.cfgPath, "--json")
