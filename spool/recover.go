@@ -118,10 +118,9 @@ func (s *Spool) takeBack(ctx context.Context, ids []string) (RecoverReport, erro
 		err := s.write(ctx, "recover", func(tx *sql.Tx) error {
 			for _, b := range batch {
 				if b.it.State == StateQuarantined {
+					// Its quarantined event is written by the agent's next Open, which
+					// knows the configured sinks (recoverEvents).
 					if err := insertItem(ctx, tx, b.it, true, b.keys); err != nil {
-						return err
-					}
-					if err := s.insertEvent(ctx, tx, b.it.ID, EventQuarantined, b.it.UpdatedAt); err != nil {
 						return err
 					}
 					if err := audit(ctx, tx, b.it.ID, "", StateQuarantined, b.it.UpdatedAt, b.it.SHA256, ActorRecovery); err != nil {

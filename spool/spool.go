@@ -507,7 +507,7 @@ func (s *Spool) recover(ctx context.Context) error {
 				return err
 			}
 		}
-		return nil
+		return s.recoverEvents(ctx, tx, now)
 	})
 	if err != nil {
 		return err
@@ -523,6 +523,35 @@ func (s *Spool) recover(ctx context.Context) error {
 		return err
 	}
 	return s.reconcileContent(ctx)
+}
+
+// recoverEvents writes the quarantined event of items that have none (Recover
+// quarantines bytes that differ from their description without knowing the sinks).
+func (s *Spool) recoverEvents(ctx context.Context, tx *sql.Tx, now time.Time) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM items WHERE state = 'quarantined'
+		AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.item_id = items.id AND o.type = ?)`, EventQuarantined)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := s.insertEvent(ctx, tx, id, EventQuarantined, now); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reconcileContent compares content/ with the rows. Content is never deleted because
@@ -589,7 +618,12 @@ func (s *Spool) reconcileContent(ctx context.Context) error {
 			return err
 		}
 		s.log.Warn("spool: took back content the database did not know", "count", rep.Recovered,
-			"mismatched", rep.Mismatched)
+			"mismatched", len(rep.Mismatched))
+		if len(rep.Mismatched) > 0 {
+			if err := s.write(ctx, "recover", func(tx *sql.Tx) error { return s.recoverEvents(ctx, tx, s.nowUTC()) }); err != nil {
+				return err
+			}
+		}
 	}
 	for id := range stored {
 		if f, ok := files[id]; !ok || !f.content {

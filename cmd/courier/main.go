@@ -48,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"config":  cmdConfig,
 		"service": cmdService,
 		"version": cmdVersion,
+		"audit":   cmdAudit,
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
