@@ -22,8 +22,8 @@ func TestLostDatabase(t *testing.T) {
 	}
 	const n = 20
 	for _, tc := range []struct {
-		name  string
-		kill  bool
+		name   string
+		kill   bool
 		break_ func(t *testing.T, dir string)
 	}{
 		{"truncated", false, func(t *testing.T, dir string) {
