@@ -410,6 +410,9 @@ func (s *Spool) nowUTC() time.Time { return s.now().UTC() }
 
 // write runs fn in one IMMEDIATE transaction on the single writer connection.
 func (s *Spool) write(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
+	if s.w == nil {
+		return fmt.Errorf("%s: %w", what, ErrReadOnly)
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%s: begin: %w", what, err)

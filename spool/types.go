@@ -83,6 +83,8 @@ var (
 	// ErrNeedsRecovery: the database is new or empty while content/ holds files (it was
 	// deleted, emptied or lost its WAL). The error says to run RecoverCommand.
 	ErrNeedsRecovery = errors.New("spool database lost")
+	// ErrReadOnly: a write on a spool opened with OpenReadOnly.
+	ErrReadOnly = errors.New("spool opened read-only")
 	// ErrContentMissing: an item's stored bytes are gone. It also matches fs.ErrNotExist
 	// (errors.Is), so a caller checking either finds it.
 	ErrContentMissing error = contentMissing{}
