@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -79,40 +80,44 @@ func (s *Spool) markPublished(ctx context.Context, seqs []int64) (int, error) {
 		finish, found = finish[:0], 0
 		var candidates []string
 		seen := map[string]bool{}
-		for _, seq := range seqs {
-			var itemID, typ string
-			err := tx.QueryRowContext(ctx, `SELECT item_id, type FROM outbox WHERE seq = ?`, seq).Scan(&itemID, &typ)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue
-			}
+		for start := 0; start < len(seqs); start += 500 {
+			chunk := seqs[start:min(start+500, len(seqs))]
+			in, args := inList(chunk)
+			rows, err := tx.QueryContext(ctx, `SELECT item_id, type FROM outbox WHERE seq IN (`+in+`)`, args...)
 			if err != nil {
 				return err
 			}
-			found++
-			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET published_at = ? WHERE seq = ? AND published_at = 0`,
-				nanos(now), seq); err != nil {
+			for rows.Next() {
+				var itemID, typ string
+				if err := rows.Scan(&itemID, &typ); err != nil {
+					rows.Close()
+					return err
+				}
+				found++
+				if typ == EventVerified && !seen[itemID] {
+					seen[itemID] = true
+					candidates = append(candidates, itemID)
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
 				return err
 			}
-			if typ == EventVerified && !seen[itemID] {
-				seen[itemID] = true
-				candidates = append(candidates, itemID)
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET published_at = ? WHERE published_at = 0 AND seq IN (`+in+`)`,
+				append([]any{nanos(now)}, args...)...); err != nil {
+				return err
 			}
 		}
 		al := newAuditLog(tx)
 		for _, id := range candidates {
-			var left int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE item_id = ? AND type = ?
-				AND published_at = 0`, id, EventVerified).Scan(&left); err != nil {
-				return err
-			}
-			if left > 0 {
-				continue
-			}
+			// Published once every sink has the verified event.
 			var digest string
 			err := tx.QueryRowContext(ctx, `UPDATE items SET state = 'published', updated_at = ?
-				WHERE id = ? AND state = 'verified' RETURNING sha256`, nanos(now), id).Scan(&digest)
+				WHERE id = ? AND state = 'verified' AND NOT EXISTS (SELECT 1 FROM outbox o
+					WHERE o.item_id = items.id AND o.type = ? AND o.published_at = 0)
+				RETURNING sha256`, nanos(now), id, EventVerified).Scan(&digest)
 			if errors.Is(err, sql.ErrNoRows) {
-				continue // already published (recovery or Sweep finishes it) or elsewhere
+				continue // events left, or already published (recovery or Sweep finishes it)
 			}
 			if err != nil {
 				return err
@@ -201,4 +206,13 @@ func (s *Spool) Events(ctx context.Context, since, until time.Time) ([]OutboxEve
 		return nil, fmt.Errorf("spool %s: events: %w", s.dir, err)
 	}
 	return evs, nil
+}
+
+// inList is "?, ?, ?" for n values, and the values as arguments.
+func inList(vals []int64) (string, []any) {
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = v
+	}
+	return strings.Repeat("?, ", len(vals)-1) + "?", args
 }

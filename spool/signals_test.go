@@ -179,3 +179,24 @@ func TestOpenReadOnlyWritesNothing(t *testing.T) {
 		t.Fatalf("Retry on a read-only spool: %v, want ErrReadOnly", err)
 	}
 }
+
+// TestOldItemsGetDescriptions: an item stored before descriptions existed gets one at
+// the next start, so it too can be recovered if the database is lost.
+func TestOldItemsGetDescriptions(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, Options{Dir: dir})
+	it := receive(t, s, Intake{Source: "lab", Fingerprint: "fp", Priority: PriorityHigh}, []byte("old"))
+	if err := os.Remove(s.sidecarPath(it.ID)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTest(t, Options{Dir: dir})
+	sc, err := readSidecar(s.sidecarPath(it.ID))
+	if err != nil {
+		t.Fatalf("no description after restart: %v", err)
+	}
+	if sc.ID != it.ID || sc.SHA256 != it.SHA256 || sc.Size != 3 || sc.Priority != PriorityHigh ||
+		sc.Fingerprint != "fp" || !sc.ReceivedAt.Equal(it.ReceivedAt) {
+		t.Fatalf("description %+v does not match %+v", sc, it)
+	}
+}

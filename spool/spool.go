@@ -628,14 +628,56 @@ func (s *Spool) reconcileContent(ctx context.Context) error {
 			}
 		}
 	}
+	var backfilled int
 	for id := range stored {
-		if f, ok := files[id]; !ok || !f.content {
+		f, ok := files[id]
+		if !ok || !f.content {
 			// Should never happen (the bytes are durable before the row); the uploader
 			// will fail to open it and quarantine the item for a person to look at.
 			s.log.Error("spool: item has no content file", "id", id)
+			continue
+		}
+		if !f.sidecar {
+			// Stored before descriptions existed: describe it now, so it too survives
+			// the loss of the database.
+			if err := s.backfillSidecar(ctx, id); err != nil {
+				s.log.Error("spool: cannot describe stored item", "id", id, "err", err)
+				continue
+			}
+			backfilled++
 		}
 	}
+	if backfilled > 0 {
+		s.log.Info("spool: wrote descriptions of items stored before they existed", "count", backfilled)
+	}
 	return nil
+}
+
+// backfillSidecar writes the description of a stored item from its row.
+func (s *Spool) backfillSidecar(ctx context.Context, id string) error {
+	it, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	var fp sql.NullString
+	keys := &Envelope{}
+	if err := s.r.QueryRowContext(ctx, `SELECT i.dedupe_key, i.content_key, i.order_key,
+		(SELECT fp FROM fingerprints f WHERE f.item_id = i.id LIMIT 1) FROM items i WHERE i.id = ?`, id).Scan(
+		&keys.DedupeKey, &keys.ContentKey, &keys.OrderKey, &fp); err != nil {
+		return err
+	}
+	sc := describe(it, fp.String, nil, keys)
+	sc.Envelope = it.Envelope // already merged; recovery merges again, which is harmless
+	tmp := filepath.Join(s.tmpDir(), id+sidecarExt)
+	if err := writeSidecar(tmp, sc); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, s.sidecarPath(id)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(s.sidecarPath(id)))
 }
 
 // contentFiles says what content/ holds for one id.

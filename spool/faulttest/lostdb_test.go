@@ -24,7 +24,7 @@ func TestLostDatabase(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		kill   bool
-		break_ func(t *testing.T, dir string)
+		damage func(t *testing.T, dir string)
 	}{
 		{"truncated", false, func(t *testing.T, dir string) {
 			if err := os.Truncate(filepath.Join(dir, "spool.db"), 0); err != nil {
@@ -48,7 +48,7 @@ func TestLostDatabase(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			q := runChild(t, dir, n, tc.kill)
-			tc.break_(t, dir)
+			tc.damage(t, dir)
 			ctx := context.Background()
 
 			_, err := spool.Open(ctx, spool.Options{Dir: dir})
