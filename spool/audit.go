@@ -234,8 +234,10 @@ func (s *Spool) sweepAudit(ctx context.Context) (int64, error) {
 	err := s.write(ctx, "sweep audit", func(tx *sql.Tx) error {
 		var lastSeq int64
 		var lastHash string
+		// The prefix of the chain older than the cut-off: walking seq order stops at the
+		// first row young enough, so a sweep reads about as many rows as it removes.
 		err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit WHERE at < ? AND seq < COALESCE(
-			(SELECT MIN(seq) FROM audit WHERE at >= ?), 1 << 62) ORDER BY seq DESC LIMIT 1`,
+			(SELECT seq FROM audit WHERE at >= ? ORDER BY seq LIMIT 1), 1 << 62) ORDER BY seq DESC LIMIT 1`,
 			cutoff, cutoff).Scan(&lastSeq, &lastHash)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
