@@ -12,8 +12,316 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
+
+// Recovery, in two forms: recover runs at every agent start-up and repairs what a crash
+// leaves (temp files, leases, published items, content without rows, which is taken
+// back); Recover is `courier spool recover`, for a database that was lost or damaged,
+// rebuilding the rows from the stored files' descriptions.
+
+// recover brings the spool back to a consistent state after whatever stopped the last
+// process: a clean shutdown, a crash, a power cut. Only the lock holder runs it.
+func (s *Spool) recover(ctx context.Context) error {
+	// Half-written files: their rows were never committed, their sources still exist.
+	ents, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return fmt.Errorf("read tmp: %w", err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(s.tmpDir(), e.Name())); err != nil {
+			return fmt.Errorf("remove temp file: %w", err)
+		}
+	}
+	if len(ents) > 0 {
+		s.log.Info("spool: removed temp files left by a crash", "count", len(ents))
+	}
+
+	var leases, dropped int64
+	now := s.nowUTC()
+	err = s.write(ctx, "recover", func(tx *sql.Tx) error {
+		// Leases of a dead process: the items stay uploading with their upload URL and
+		// become leasable at once, so the uploader resumes with a HEAD.
+		res, err := tx.ExecContext(ctx, `UPDATE items SET lease_owner = '', lease_until = 0
+			WHERE lease_owner != '' OR lease_until != 0`)
+		if err != nil {
+			return err
+		}
+		leases, _ = res.RowsAffected()
+		// A sink removed from the config would hold its items verified (bytes and all)
+		// for ever. Only an explicit list counts: an empty one is more likely a wiring
+		// slip than a wish to lose events.
+		if len(s.opts.Sinks) > 0 {
+			q, args := `DELETE FROM outbox WHERE published_at = 0 AND sink NOT IN (`, []any{}
+			for i, sink := range s.sinks {
+				if i > 0 {
+					q += ", "
+				}
+				q += "?"
+				args = append(args, sink)
+			}
+			if res, err = tx.ExecContext(ctx, q+")", args...); err != nil {
+				return err
+			}
+			dropped, _ = res.RowsAffected()
+		}
+		// Verified items whose events all went out (or whose last sinks were dropped).
+		rows, err := tx.QueryContext(ctx, `SELECT id, sha256 FROM items WHERE state = 'verified'
+			AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.item_id = items.id AND o.type = ? AND o.published_at = 0)`,
+			EventVerified)
+		if err != nil {
+			return err
+		}
+		var ids, digests []string
+		for rows.Next() {
+			var id, d string
+			if err := rows.Scan(&id, &d); err != nil {
+				rows.Close()
+				return err
+			}
+			ids, digests = append(ids, id), append(digests, d)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		al := newAuditLog(tx)
+		for i, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE items SET state = 'published', updated_at = ? WHERE id = ?`,
+				nanos(now), id); err != nil {
+				return err
+			}
+			if err := al.add(ctx, id, StateVerified, StatePublished, now, digests[i], ActorRecovery); err != nil {
+				return err
+			}
+		}
+		return s.recoverEvents(ctx, tx, now)
+	})
+	if err != nil {
+		return err
+	}
+	if leases > 0 {
+		s.log.Info("spool: cleared leases of the previous process", "count", leases)
+	}
+	if dropped > 0 {
+		s.log.Warn("spool: dropped unpublished events of sinks no longer configured", "count", dropped)
+	}
+
+	if err := s.finishPublished(WithActor(ctx, ActorRecovery)); err != nil {
+		return err
+	}
+	return s.reconcileContent(ctx)
+}
+
+// recoverEvents writes the quarantined event of items that have none (Recover
+// quarantines bytes that differ from their description without knowing the sinks).
+func (s *Spool) recoverEvents(ctx context.Context, tx *sql.Tx, now time.Time) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM items WHERE state = 'quarantined'
+		AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.item_id = items.id AND o.type = ?)`, EventQuarantined)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := s.insertEvent(ctx, tx, id, EventQuarantined, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reconcileContent compares content/ with the rows. Content is never deleted because
+// the database does not know it: with its description it is taken back as a received
+// item (a crash between install and commit, or rows lost with the WAL), without one it
+// is left for a person (`courier spool verify` lists it). Only bytes whose row says
+// they are no longer needed (done, duplicate) are removed, and descriptions that
+// describe nothing.
+func (s *Spool) reconcileContent(ctx context.Context) error {
+	files, err := s.scanContent()
+	if err != nil {
+		return err
+	}
+	stored := map[string]bool{}
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM items WHERE stored = 1`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		stored[id] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var takeBack []string
+	var removed, undescribed int
+	for id, f := range files {
+		if stored[id] {
+			continue
+		}
+		var one int
+		err := s.r.QueryRowContext(ctx, `SELECT 1 FROM items WHERE id = ?`, id).Scan(&one)
+		known := err == nil
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		switch {
+		case known || !f.content:
+			// The row says the bytes are not needed any more, or a description
+			// describes nothing (a crash between the two renames or removals).
+			if err := s.removeContent(id); err != nil {
+				return fmt.Errorf("remove content of item %s: %w", id, err)
+			}
+			removed++
+		case f.sidecar:
+			takeBack = append(takeBack, id)
+		default:
+			undescribed++
+			s.log.Error("spool: content without a row or a description is kept; see `courier spool verify`", "id", id)
+		}
+	}
+	if removed > 0 {
+		s.log.Info("spool: removed content no longer needed", "count", removed)
+	}
+	if len(takeBack) > 0 {
+		rep, err := s.takeBack(ctx, takeBack)
+		if err != nil {
+			return err
+		}
+		s.log.Warn("spool: took back content the database did not know", "count", rep.Recovered,
+			"mismatched", len(rep.Mismatched))
+		if len(rep.Mismatched) > 0 {
+			if err := s.write(ctx, "recover", func(tx *sql.Tx) error { return s.recoverEvents(ctx, tx, s.nowUTC()) }); err != nil {
+				return err
+			}
+		}
+	}
+	var backfilled int
+	for id := range stored {
+		f, ok := files[id]
+		if !ok || !f.content {
+			// Should never happen (the bytes are durable before the row); the uploader
+			// will fail to open it and quarantine the item for a person to look at.
+			s.log.Error("spool: item has no content file", "id", id)
+			continue
+		}
+		if !f.sidecar {
+			// Stored before descriptions existed: describe it now, so it too survives
+			// the loss of the database.
+			if err := s.backfillSidecar(ctx, id); err != nil {
+				s.log.Error("spool: cannot describe stored item", "id", id, "err", err)
+				continue
+			}
+			backfilled++
+		}
+	}
+	if backfilled > 0 {
+		s.log.Info("spool: wrote descriptions of items stored before they existed", "count", backfilled)
+	}
+	return nil
+}
+
+// backfillSidecar writes the description of a stored item from its row.
+func (s *Spool) backfillSidecar(ctx context.Context, id string) error {
+	it, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	var fp sql.NullString
+	keys := &Envelope{}
+	if err := s.r.QueryRowContext(ctx, `SELECT i.dedupe_key, i.content_key, i.order_key,
+		(SELECT fp FROM fingerprints f WHERE f.item_id = i.id LIMIT 1) FROM items i WHERE i.id = ?`, id).Scan(
+		&keys.DedupeKey, &keys.ContentKey, &keys.OrderKey, &fp); err != nil {
+		return err
+	}
+	sc := describe(it, fp.String, nil, keys)
+	sc.Envelope = it.Envelope // already merged; recovery merges again, which is harmless
+	tmp := filepath.Join(s.tmpDir(), id+sidecarExt)
+	if err := writeSidecar(tmp, sc); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, s.sidecarPath(id)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(s.sidecarPath(id)))
+}
+
+// contentFiles says what content/ holds for one id.
+type contentFiles struct{ content, sidecar bool }
+
+func (s *Spool) scanContent() (map[string]*contentFiles, error) {
+	out := map[string]*contentFiles{}
+	shards, err := os.ReadDir(s.contentDir())
+	if err != nil {
+		return nil, fmt.Errorf("read content: %w", err)
+	}
+	for _, sh := range shards {
+		if !sh.IsDir() {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(s.contentDir(), sh.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("read content: %w", err)
+		}
+		for _, f := range files {
+			id, isSidecar := strings.CutSuffix(f.Name(), sidecarExt)
+			cf := out[id]
+			if cf == nil {
+				cf = &contentFiles{}
+				out[id] = cf
+			}
+			if isSidecar {
+				cf.sidecar = true
+			} else {
+				cf.content = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// finishPublished finishes every item whose events are out but whose bytes may still
+// be here.
+func (s *Spool) finishPublished(ctx context.Context) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM items WHERE state = 'published'`)
+	if err != nil {
+		return fmt.Errorf("spool %s: published items: %w", s.dir, err)
+	}
+	var published []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("spool %s: published items: %w", s.dir, err)
+		}
+		published = append(published, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("spool %s: published items: %w", s.dir, err)
+	}
+	return s.finish(ctx, published...)
+}
 
 // RecoverReport is what Recover did.
 type RecoverReport struct {
