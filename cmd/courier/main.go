@@ -50,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"service": cmdService,
 		"version": cmdVersion,
 		"mllp":    cmdMLLP,
+		"audit":   cmdAudit,
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
