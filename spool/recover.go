@@ -111,7 +111,10 @@ func (s *Spool) recover(ctx context.Context) error {
 	if err := s.finishPublished(WithActor(ctx, ActorRecovery)); err != nil {
 		return err
 	}
-	return s.reconcileContent(ctx)
+	if err := s.reconcileContent(ctx); err != nil {
+		return err
+	}
+	return s.recoverParts(ctx)
 }
 
 // recoverEvents writes the quarantined event of items that have none (Recover
