@@ -24,7 +24,7 @@ var LocalOnly = []string{"agent.id", "agent.data_dir", "mqtt", "remote_config"}
 //
 // It refuses, naming the key: a local-only key (LocalOnly), anything that does
 // not validate, and what leaves the local limits: a watched folder or move target
-// outside remote_config.allowed_paths (empty: the folders the local file names), an
+// outside remote_config.allowed_paths and the folders the local file names, an
 // upload.endpoint not in remote_config.allowed_endpoints (empty: the local one), and
 // a changed file path (events.file, log.file, secrets) outside allowed_paths and
 // agent.data_dir. name labels the messages (e.g. "remote config v7"). The result's
@@ -179,11 +179,8 @@ func checkLimits(base, c *Config, p *problems) {
 			continue
 		}
 		key := fmt.Sprintf("sources[%d]", i)
-		ok := under(absClean(s.Path), allowed)
-		if len(allowed) == 0 {
-			ok = under(absClean(s.Path), localFolders)
-		}
-		if !ok {
+		// The local file's own folders stay allowed: watching them again exposes nothing new.
+		if !under(absClean(s.Path), allowed) && !under(absClean(s.Path), localFolders) {
 			p.bad(key+".path", "a pushed source may only watch folders under remote_config.allowed_paths%s", emptyMeans(allowed, " (empty: the folders of the local file)"))
 		}
 		if dir, isMove := strings.CutPrefix(s.After, "move:"); isMove && dir != "" {

@@ -52,7 +52,7 @@ func (c *Config) validate(p *problems) {
 	c.validateEvents(p)
 	c.validateMQTT(p)
 	c.validateRemote(p)
-	checkSecretFile(p, "privacy.id_salt_file", c.Privacy.IDSaltFile, true)
+	checkSecretFile(p, "privacy.id_salt_file", c.Privacy.IDSaltFile, false)
 	c.validateHTTPAndLog(p)
 }
 
