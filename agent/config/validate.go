@@ -308,11 +308,9 @@ func validateMLLP(p *problems, key string, s Source, listens map[string]int) {
 	checkReadable(p, key+".tls.client_ca", t.ClientCA)
 	for j, cidr := range s.AllowedPeers {
 		if _, err := netip.ParsePrefix(cidr); err != nil {
-			hint := ""
-			if _, err := netip.ParseAddr(cidr); err == nil {
-				hint = fmt.Sprintf(" (a single host: %s/%d)", cidr, map[bool]int{true: 32, false: 128}[strings.Contains(cidr, ".")])
+			if _, err := netip.ParseAddr(cidr); err != nil { // a single host is fine too
+				p.bad(fmt.Sprintf("%s.allowed_peers[%d]", key, j), "not a CIDR like 10.1.2.0/24 or an address, got %q", cidr)
 			}
-			p.bad(fmt.Sprintf("%s.allowed_peers[%d]", key, j), "not a CIDR like 10.1.2.0/24, got %q%s", cidr, hint)
 		}
 	}
 	if s.MaxMessage <= 0 {
@@ -326,7 +324,11 @@ func (s Source) AllowedPrefixes() ([]netip.Prefix, error) {
 	for i, c := range s.AllowedPeers {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {
-			return nil, fmt.Errorf("allowed_peers[%d]: %w", i, err)
+			a, aerr := netip.ParseAddr(c)
+			if aerr != nil {
+				return nil, fmt.Errorf("allowed_peers[%d]: %w", i, err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
 		}
 		out = append(out, p.Masked())
 	}
