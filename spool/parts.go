@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gabriel-vasile/mimetype"
@@ -34,6 +36,14 @@ import (
 // MetaAttachments is the message's meta key listing its parts' ids, comma
 // separated, in part order.
 const MetaAttachments = "attachments"
+
+// MetaPartOf and MetaPartIndex are a part's meta keys naming its message and
+// its index there; the spool sets them, and rebuilds the links from them when
+// rows are taken back from the stored descriptions.
+const (
+	MetaPartOf    = "attachment_of"
+	MetaPartIndex = "attachment_index"
+)
 
 // Part is one part of a received item, as its Splitter found it.
 type Part struct {
@@ -179,6 +189,7 @@ func (s *Spool) receivePart(ctx context.Context, msg *Item, p Part) error {
 	for k, v := range p.Meta {
 		meta[k] = v
 	}
+	meta[MetaPartOf], meta[MetaPartIndex] = msg.ID, strconv.Itoa(p.Index)
 	now := s.nowUTC()
 	it := newItem(Intake{Source: msg.Source, SourceKind: msg.SourceKind, Priority: msg.Priority, Meta: meta}, id, now)
 	it.Size, it.SHA256, it.SHA1 = st.size, st.sha256, st.sha1
@@ -203,9 +214,7 @@ func (s *Spool) receivePart(ctx context.Context, msg *Item, p Part) error {
 			msg.ID, p.Index, id); err != nil {
 			return fmt.Errorf("parts: %w", err)
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE items SET meta = json_set(meta, '$.`+MetaAttachments+`',
-			ltrim(coalesce(json_extract(meta, '$.`+MetaAttachments+`'), '') || ',' || ?, ',')) WHERE id = ?`, id, msg.ID)
-		return err
+		return appendPart(ctx, tx, msg.ID, id)
 	})
 	if err != nil {
 		if rerr := s.removeContent(id); rerr != nil {
@@ -283,4 +292,53 @@ func (s *Spool) metaOf(ctx context.Context, id string) (map[string]string, error
 		return nil, err
 	}
 	return it.Meta, nil
+}
+
+// appendPart adds part to the message's meta list of parts.
+func appendPart(ctx context.Context, tx *sql.Tx, parent, part string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE items SET meta = json_set(meta, '$.`+MetaAttachments+`',
+		ltrim(coalesce(json_extract(meta, '$.`+MetaAttachments+`'), '') || ',' || ?, ',')) WHERE id = ?`, part, parent)
+	if err != nil {
+		return fmt.Errorf("link part %s to %s: %w", part, parent, err)
+	}
+	return nil
+}
+
+// relinkParts restores the parts rows (and the messages' lists) of parts whose
+// rows were rebuilt from their descriptions. A link already there is kept.
+func (s *Spool) relinkParts(ctx context.Context, parts []*Item) error {
+	if len(parts) == 0 {
+		return nil
+	}
+	slices.SortFunc(parts, func(a, b *Item) int {
+		if c := strings.Compare(a.Meta[MetaPartOf], b.Meta[MetaPartOf]); c != 0 {
+			return c
+		}
+		ai, _ := strconv.Atoi(a.Meta[MetaPartIndex])
+		bi, _ := strconv.Atoi(b.Meta[MetaPartIndex])
+		return ai - bi
+	})
+	err := s.write(ctx, "relink parts", func(tx *sql.Tx) error {
+		for _, p := range parts {
+			k, err := strconv.Atoi(p.Meta[MetaPartIndex])
+			if err != nil {
+				continue // not a part this spool made
+			}
+			res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO parts (parent_id, idx, part_id) VALUES (?, ?, ?)`,
+				p.Meta[MetaPartOf], k, p.ID)
+			if err != nil {
+				return fmt.Errorf("parts: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				if err := appendPart(ctx, tx, p.Meta[MetaPartOf], p.ID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("spool %s: relink parts: %w", s.dir, err)
+	}
+	return nil
 }

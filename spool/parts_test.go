@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -88,5 +89,39 @@ func TestPartsDuplicateRetryFinishes(t *testing.T) {
 		if _, err := s.Lease(ctx, "t", time.Minute); err != nil {
 			t.Fatalf("lease: %v", err)
 		}
+	}
+}
+
+// A lost database: Recover rebuilds message and parts from their descriptions
+// and the links between them.
+func TestPartsRelinkedByRecover(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	fail := false
+	s := partsSpool(t, dir, &fail)
+	msg, err := s.Receive(ctx, Intake{Source: "lab"}, bytes.NewReader([]byte("MSG 2\nalpha\nbeta")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := s.Parts(ctx, msg.ID)
+	if len(ids) != 2 {
+		t.Fatalf("parts %v", ids)
+	}
+	s.Close()
+	for _, suf := range []string{"", "-wal", "-shm"} {
+		os.Remove(filepath.Join(dir, "spool.db"+suf))
+	}
+	rep, err := Recover(ctx, Options{Dir: dir})
+	if err != nil || rep.Recovered != 3 {
+		t.Fatalf("recover: %+v, %v", rep, err)
+	}
+	s2 := openTest(t, Options{Dir: dir})
+	got, err := s2.Parts(ctx, msg.ID)
+	if err != nil || len(got) != 2 || got[0] != ids[0] || got[1] != ids[1] {
+		t.Fatalf("parts after recover %v, %v; want %v", got, err, ids)
+	}
+	m, _ := s2.Get(ctx, msg.ID)
+	if l := SplitAttachments(m.Meta); len(l) != 2 || l[0] != ids[0] || l[1] != ids[1] {
+		t.Errorf("message meta attachments after recover %v, want %v", l, ids)
 	}
 }
