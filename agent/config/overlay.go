@@ -27,8 +27,10 @@ var LocalOnly = []string{"agent.id", "agent.data_dir", "mqtt", "remote_config"}
 // outside remote_config.allowed_paths and the folders the local file names, an
 // upload.endpoint not in remote_config.allowed_endpoints (empty: the local one), and
 // a changed file path (events.file, log.file, secrets) outside allowed_paths and
-// agent.data_dir. name labels the messages (e.g. "remote config v7"). The result's
-// File is base's; base is not changed.
+// agent.data_dir. The local limits always refer to the local file, also when base
+// is itself an Overlay result (a group's push with an agent's push over it).
+// name labels the messages (e.g. "remote config v7"). The result's File is the
+// local file's; base is not changed.
 func Overlay(base *Config, name string, doc []byte) (*Config, error) {
 	pushed, errs := parseYAML(name, doc)
 	if len(errs) > 0 {
@@ -42,19 +44,24 @@ func Overlay(base *Config, name string, doc []byte) (*Config, error) {
 			return nil, es
 		}
 	}
-	local, err := base.document()
+	under, err := base.document()
 	if err != nil {
 		return nil, &Error{File: name, Problem: fmt.Sprintf("cannot encode the local configuration: %v", err)}
 	}
-	merged := local
+	merged := under
 	if pushed != nil && !isNull(pushed) {
-		merged = mergeNodes(local, pushed)
+		merged = mergeNodes(under, pushed)
 	}
-	c, errs, _ := build(name, merged, func(c *Config, p *problems) { checkLimits(base, c, p) })
+	local := base
+	if base.local != nil {
+		local = base.local
+	}
+	c, errs, _ := build(name, merged, func(c *Config, p *problems) { checkLimits(local, c, p) })
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	c.File = base.File
+	c.File = local.File
+	c.local = local
 	return c, nil
 }
 
@@ -98,6 +105,27 @@ func (c *Config) document() (*yaml.Node, error) {
 	var n yaml.Node
 	if err := n.Encode(c); err != nil {
 		return nil, err
+	}
+	// Every source encodes every field; keep those of its kind only.
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value != "sources" {
+			continue
+		}
+		for _, src := range n.Content[i+1].Content {
+			kind := ""
+			for j := 0; j+1 < len(src.Content); j += 2 {
+				if src.Content[j].Value == "kind" {
+					kind = src.Content[j+1].Value
+				}
+			}
+			keep := src.Content[:0]
+			for j := 0; j+1 < len(src.Content); j += 2 {
+				if allowed, ok := kindKeys[kind]; !ok || slices.Contains(allowed, src.Content[j].Value) {
+					keep = append(keep, src.Content[j], src.Content[j+1])
+				}
+			}
+			src.Content = keep
+		}
 	}
 	return &n, nil
 }

@@ -162,3 +162,60 @@ func TestDigest(t *testing.T) {
 		t.Errorf("other settings, same digest")
 	}
 }
+
+// A push over a push (a group's, then an agent's) keeps both, and the local
+// limits still refer to the local file, not to what the first push added.
+func TestOverlayLayers(t *testing.T) {
+	base, f, allowed := localConfig(t)
+	group, err := Overlay(base, "group v1", []byte(`{"upload": {"concurrency": 2}, "log": {"level": "warn"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := Overlay(group, "agent v1", []byte(`{"log": {"level": "debug"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agent.Upload.Concurrency != 2 || agent.Log.Level != "debug" || agent.File != "local.yaml" {
+		t.Errorf("layered: concurrency %d level %s file %s", agent.Upload.Concurrency, agent.Log.Level, agent.File)
+	}
+	// The group push watches a new allowed folder; the limits of a later push
+	// are still those of the local file (remote_config unchanged, local-only).
+	g2, err := Overlay(base, "group v2", []byte(`{"sources": [{"name": "lab", "kind": "folder", "path": "`+filepath.Join(allowed, "lab")+`"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Overlay(g2, "agent v2", []byte(`{"upload": {"endpoint": "https://evil.example.org/files/"}}`)); err == nil {
+		t.Errorf("a layered push escaped allowed_endpoints")
+	}
+	_ = f
+}
+
+func TestAllowedPrefixes(t *testing.T) {
+	s := Source{AllowedPeers: []string{"10.1.2.3/24", "::1/128"}}
+	ps, err := s.AllowedPrefixes()
+	if err != nil || len(ps) != 2 || ps[0].String() != "10.1.2.0/24" {
+		t.Errorf("prefixes %v, %v", ps, err)
+	}
+}
+
+// A Config built in code (no file behind it) can be overlaid too.
+func TestOverlayOnBuiltConfig(t *testing.T) {
+	f := newFixture(t)
+	c := &Config{
+		Agent:   Agent{ID: "a", DataDir: filepath.Join(f.dir, "d")},
+		Upload:  Upload{Endpoint: "https://i.example.org/f/"},
+		Sources: []Source{{Name: "in", Kind: KindFolder, Path: f.inbox}, {Name: "gw", Kind: KindMLLP, Listen: "127.0.0.1:2575"}},
+		Spool:   Spool{MaxBytes: 0},
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Overlay(c, "v1", []byte(`{"upload": {"concurrency": 3}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Upload.Concurrency != 3 || o.Sources[1].Listen != "127.0.0.1:2575" || o.Spool.MaxBytes != c.Spool.MaxBytes || o.Sources[0].Settle != c.Sources[0].Settle {
+		t.Errorf("overlay on a built config: %+v %+v", o.Upload, o.Sources)
+	}
+}

@@ -42,6 +42,9 @@ type Config struct {
 	set map[string]bool
 	// doc is the decoded document (after ${ENV} expansion), kept for Overlay.
 	doc *yaml.Node
+	// local is the local file's configuration an Overlay result was made from
+	// (nil for the local file itself): the local limits always refer to it.
+	local *Config
 }
 
 type Agent struct {

@@ -320,6 +320,19 @@ func validateMLLP(p *problems, key string, s Source, listens map[string]int) {
 	}
 }
 
+// AllowedPrefixes parses an MLLP source's allowed_peers (validated by Load).
+func (s Source) AllowedPrefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(s.AllowedPeers))
+	for i, c := range s.AllowedPeers {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("allowed_peers[%d]: %w", i, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 func (c *Config) validateEvents(p *problems) {
 	if c.Events.File != "" {
 		checkParentDir(p, "events.file", c.Events.File)
