@@ -121,9 +121,11 @@ func (c *Config) validateSpool(p *problems) {
 
 func (c *Config) validateSources(p *problems) {
 	if len(c.Sources) == 0 {
-		// A warning, not an error: spool and audit commands need no sources, and a
-		// push may add them (remote_config).
-		p.warn("sources", "none configured: the agent takes no files (add a folder, mqtt or mllp source)")
+		if c.RemoteConfig.Enabled {
+			p.warn("sources", "none configured: the agent takes no files until a pushed configuration adds some")
+		} else {
+			p.bad("sources", "none configured: add at least one folder, mqtt or mllp source")
+		}
 	}
 	names := map[string]int{}
 	folders := map[string]int{} // absolute watched folder → source index
@@ -305,8 +307,10 @@ func validateMLLP(p *problems, key string, s Source, listens map[string]int) {
 	checkSecretFile(p, key+".tls.key_file", t.KeyFile, false)
 	checkReadable(p, key+".tls.client_ca", t.ClientCA)
 	for j, cidr := range s.AllowedPeers {
-		if _, err := parsePeer(cidr); err != nil {
-			p.bad(fmt.Sprintf("%s.allowed_peers[%d]", key, j), "not a CIDR like 10.1.2.0/24 or an address like 10.1.2.3, got %q", cidr)
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			if _, err := netip.ParseAddr(cidr); err != nil { // a single host is fine too
+				p.bad(fmt.Sprintf("%s.allowed_peers[%d]", key, j), "not a CIDR like 10.1.2.0/24 or an address, got %q", cidr)
+			}
 		}
 	}
 	if s.MaxMessage <= 0 {
@@ -314,29 +318,21 @@ func validateMLLP(p *problems, key string, s Source, listens map[string]int) {
 	}
 }
 
-// AllowedPrefixes parses an MLLP source's allowed_peers (validated by Load);
-// a single address becomes a /32 or /128.
+// AllowedPrefixes parses an MLLP source's allowed_peers (validated by Load).
 func (s Source) AllowedPrefixes() ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(s.AllowedPeers))
 	for i, c := range s.AllowedPeers {
-		p, err := parsePeer(c)
+		p, err := netip.ParsePrefix(c)
 		if err != nil {
-			return nil, fmt.Errorf("allowed_peers[%d]: %w", i, err)
+			a, aerr := netip.ParseAddr(c)
+			if aerr != nil {
+				return nil, fmt.Errorf("allowed_peers[%d]: %w", i, err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		out = append(out, p)
+		out = append(out, p.Masked())
 	}
 	return out, nil
-}
-
-func parsePeer(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("not a CIDR or an address: %q", s)
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func (c *Config) validateEvents(p *problems) {

@@ -21,7 +21,8 @@ import (
 func writeConfig(t *testing.T, dir string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "courier.yaml")
-	cfg := fmt.Sprintf("agent: {id: test, data_dir: %q}\nupload: {endpoint: \"http://127.0.0.1:9/files/\"}\nevents: {mqtt: false}\n", dir)
+	inbox := t.TempDir()
+	cfg := fmt.Sprintf("agent: {id: test, data_dir: %q}\nupload: {endpoint: \"http://127.0.0.1:9/files/\"}\nsources: [{name: inbox, kind: folder, path: %q}]\nevents: {mqtt: false}\n", dir, inbox)
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
