@@ -102,6 +102,7 @@ func (a *Agent) build(ctx context.Context) error {
 		KeepDone:    cfg.Spool.KeepDone.D(),
 		Sinks:       a.sinks.names,
 		Inspect:     inspector(salt),
+		Split:       hl7Splitter(salt, 16<<20),
 		Logger:      a.log.With("component", "spool"),
 	})
 	if err != nil {
@@ -339,6 +340,7 @@ func EventOptions(cfg *config.Config) events.Options {
 		AgentID:       cfg.Agent.ID,
 		SendFilenames: cfg.Privacy.SendFilenames,
 		FHIR:          fhirDocRef,
+		Attachments:   attachmentsOf,
 	}
 }
 
