@@ -12,6 +12,8 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, "config: want validate FILE")
 	}
 	switch args[0] {
+	case "sign", "push", "fleet":
+		return cmdConfigRemote(args, stdout, stderr)
 	case "validate":
 		if len(args) != 2 {
 			return usageErr(stderr, "config validate: want exactly one FILE")
