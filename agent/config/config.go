@@ -105,9 +105,12 @@ type MQTT struct {
 }
 
 type RemoteConfig struct {
-	Enabled     bool     `yaml:"enabled" json:"enabled"`
-	TrustedKeys []string `yaml:"trusted_keys" json:"trusted_keys"`
-	Groups      []string `yaml:"groups" json:"groups"`
+	Enabled          bool     `yaml:"enabled" json:"enabled"`
+	TrustedKeys      []string `yaml:"trusted_keys" json:"trusted_keys"`
+	Groups           []string `yaml:"groups" json:"groups"`
+	AllowedPaths     []string `yaml:"allowed_paths" json:"allowed_paths"`
+	AllowedEndpoints []string `yaml:"allowed_endpoints" json:"allowed_endpoints"`
+	Probation        Duration `yaml:"probation" json:"probation"`
 }
 
 type Privacy struct {
