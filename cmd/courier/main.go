@@ -28,6 +28,7 @@ Usage:
   courier config push --broker URL config.jws   retained, to the topic its target names
   courier config fleet --broker URL [--json]    every agent's state, applied version, config digest
   courier keygen --out PREFIX                  ed25519 pair for signing configuration
+  courier mllp send --to HOST:PORT FILE...     send HL7 over MLLP, print each ACK
   courier service install|uninstall|start|stop|status --config FILE
   courier version
 `
@@ -53,6 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"service": cmdService,
 		"version": cmdVersion,
 		"keygen":  cmdKeygen,
+		"mllp":    cmdMLLP,
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
