@@ -417,7 +417,8 @@ func skipOnWindows(t *testing.T) {
 
 func writeText(t *testing.T, path, s string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+	// 0600: the agent refuses key files that group or others can read.
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

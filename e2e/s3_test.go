@@ -59,6 +59,7 @@ func TestS3WithTokenSurvivesIngestRestart(t *testing.T) {
 	e := newEnv(t, agentConf{Endpoint: px.url(), Chunk: "1MiB", Bandwidth: "2MiB"})
 	tok := filepath.Join(e.root, "token")
 	writeText(t, tok, "s3cret-e2e\n")
+	os.Chmod(tok, 0o600) // a token readable by others is refused (upload.bearer_token_file)
 	cfg := strings.Replace(string(mustRead(t, e.cfgPath)), "upload:\n", "upload:\n  bearer_token_file: "+tok+"\n", 1)
 	writeText(t, e.cfgPath, cfg)
 	body := randBytes(size, 33)

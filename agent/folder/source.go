@@ -23,7 +23,7 @@ import (
 
 // Spool is what a folder source needs of the spool (*spool.Spool implements it).
 type Spool interface {
-	ReceiveFile(ctx context.Context, in spool.Intake, path string, move bool) (*spool.Item, error)
+	ReceiveFile(ctx context.Context, in spool.Intake, path string) (*spool.Item, error)
 	Reject(ctx context.Context, in spool.Intake, size int64, reason string) (*spool.Item, error)
 	HasFingerprint(ctx context.Context, source, fingerprint string) (bool, error)
 }

@@ -95,7 +95,7 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 	// lab exports) would change a committed item. A zero-copy intake needs a journaled
 	// rename in the spool; until then correctness wins over one extra copy.
 	start := time.Now()
-	it, err := s.sp.ReceiveFile(ctx, in, p, false)
+	it, err := s.sp.ReceiveFile(ctx, in, p)
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:

@@ -55,6 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"version": cmdVersion,
 		"keygen":  cmdKeygen,
 		"mllp":    cmdMLLP,
+		"audit":   cmdAudit,
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
