@@ -42,12 +42,13 @@ type Options struct {
 // through the agent, keeps the last-known-good state and reverts a document that
 // breaks the upload link during probation.
 type Manager struct {
-	o     Options
-	log   *slog.Logger
-	in    chan []byte
-	state *State
-	cfg   *config.Config // what runs now
-	st    Status
+	o       Options
+	log     *slog.Logger
+	in      chan []byte
+	refresh chan refreshRequest
+	state   *State
+	cfg     *config.Config // what runs now
+	st      Status
 
 	// probation of the last applied document
 	prev      *config.Config
@@ -77,7 +78,7 @@ func New(o Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{o: o, log: o.Logger.With("component", "remote-config"), in: make(chan []byte, 16), state: st, seen: map[string]bool{}}, nil
+	return &Manager{o: o, log: o.Logger.With("component", "remote-config"), in: make(chan []byte, 16), refresh: make(chan refreshRequest), state: st, seen: map[string]bool{}}, nil
 }
 
 // Startup returns the config to start with: the local one merged with the saved
@@ -141,6 +142,8 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case b := <-m.in:
 			m.handle(ctx, b)
+		case req := <-m.refresh:
+			req.reply <- m.relayer(ctx, req.local)
 		case <-t.C:
 			m.watch(ctx)
 		}
@@ -338,3 +341,49 @@ func (m *Manager) publish(ctx context.Context) {
 
 // ErrOutsideLimits marks a document that asks for more than the local limits allow.
 var ErrOutsideLimits = errors.New("outside the local limits")
+
+type refreshRequest struct {
+	local *config.Config
+	reply chan error
+}
+
+// Refresh layers the running documents on a changed local file (SIGHUP) and applies
+// the result; documents that no longer fit the new file are dropped, with a log line.
+// Merge must already see the new local file.
+func (m *Manager) Refresh(ctx context.Context, local *config.Config) error {
+	req := refreshRequest{local: local, reply: make(chan error, 1)}
+	select {
+	case m.refresh <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Manager) relayer(ctx context.Context, local *config.Config) error {
+	cfg, err := m.merge(m.state)
+	if err != nil {
+		m.log.Warn("remote config: the applied documents do not fit the changed local file; running on the local file alone", "reason", err.Error())
+		m.state = &State{Floor: m.state.Floor}
+		m.o.Store.Save(m.state)
+		cfg = local
+	}
+	m.until, m.prev, m.prevState = time.Time{}, nil, nil
+	if err := m.o.Apply(ctx, cfg, "sighup"); err != nil {
+		return err
+	}
+	m.cfg = cfg
+	src := m.st.Source
+	if len(m.state.Applied) == 0 {
+		src = SourceLocal
+	}
+	m.st = Status{Version: m.topVersion(m.state), State: StateApplied, ConfigSHA256: m.o.Digest(cfg), Source: src,
+		At: m.o.Now().UTC(), Applied: m.state.Versions()}
+	m.publish(ctx)
+	return nil
+}
