@@ -52,6 +52,8 @@ type Agent struct {
 	applyCh chan applyRequest
 	runDone chan struct{} // closed when Run has returned
 
+	remote *remote // nil unless remote_config.enabled (agent/remote.go)
+
 	mllpMetrics *mllp.Metrics // created on first use (agent/mllp.go); empty without an mllp source
 
 	mu       sync.Mutex // guards the fields below: Snapshot and /metrics read them during a swap
@@ -69,6 +71,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Agent, error) 
 		log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: log, applyCh: make(chan applyRequest), runDone: make(chan struct{})}
+	// With remote configuration on, start on the last-known-good documents layered on
+	// the local file, so a PC whose broker is unreachable at boot runs what central IT
+	// last gave it.
+	start, err := a.newRemote(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.cfg = start
 	if err := a.build(ctx); err != nil {
 		a.close()
 		return nil, err
@@ -229,9 +239,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if merr != nil {
 		return merr
 	}
-	if a.cfg.RemoteConfig.Enabled {
-		a.log.Warn("remote_config.enabled is set, but this version does not apply pushed configuration yet; the local file is used")
-	}
 	if err := a.mq.start(ctx); err != nil {
 		for _, l := range mllpSources {
 			l.Close()
@@ -252,6 +259,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	r.mqttStatus = a.startMQTTStatus(r, a.mq)
 	r.housekeeping = r.start("housekeeping", func(ctx context.Context) error { a.housekeeping(ctx); return nil })
 	r.http = a.startHTTP(r, a.cfg.HTTP.Listen)
+	if a.remote != nil {
+		r.start("remote config", a.remote.m.Run)
+	}
 	g.Go(func() error { a.supervise(r); return nil })
 
 	a.log.Info("courier agent running", "agent", a.cfg.Agent.ID, "version", a.opts.Version,

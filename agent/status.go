@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgecourier/courier/agent/config"
+	"github.com/edgecourier/courier/agent/remoteconfig"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
 )
@@ -33,6 +34,8 @@ type Status struct {
 	LastError     string               `json:"last_error,omitempty"`
 	MQTT          *MQTTStatus          `json:"mqtt,omitempty"`
 	LastErrors    []ItemError          `json:"last_errors,omitempty"`
+	// Config is what configuration runs: version, source and the effective config's digest.
+	Config *remoteconfig.Status `json:"config,omitempty"`
 }
 
 // MQTTStatus is the broker connection as the agent last saw it.
@@ -97,6 +100,8 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	st.Version = a.opts.Version
+	cs := a.ConfigStatus()
+	st.Config = &cs
 	st.PID = os.Getpid()
 	st.State = "online"
 	l := up.Link()
@@ -156,7 +161,7 @@ func ReadStatus(ctx context.Context, cfg *config.Config) (*Status, error) {
 	if b, err := os.ReadFile(filepath.Join(cfg.Agent.DataDir, statusFile)); err == nil {
 		var live Status
 		if json.Unmarshal(b, &live) == nil {
-			st.Version, st.Link, st.PID, st.MQTT = live.Version, live.Link, live.PID, live.MQTT
+			st.Version, st.Link, st.PID, st.MQTT, st.Config = live.Version, live.Link, live.PID, live.MQTT, live.Config
 			if live.State != "stopped" && time.Since(live.UpdatedAt) < 30*time.Second {
 				st.State = live.State
 			}

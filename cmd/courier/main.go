@@ -24,6 +24,10 @@ Usage:
   courier spool retry --config FILE (ID... | --state quarantined)
   courier events replay --config FILE --since T [--until T]
   courier config validate FILE
+  courier config sign --key PREFIX.key --version N --target agent:ID|group:G [--expires D] FILE > config.jws
+  courier config push --broker URL config.jws   retained, to the topic its target names
+  courier config fleet --broker URL [--json]    every agent's state, applied version, config digest
+  courier keygen --out PREFIX                  ed25519 pair for signing configuration
   courier mllp send --to HOST:PORT FILE...     send HL7 over MLLP, print each ACK
   courier service install|uninstall|start|stop|status --config FILE
   courier version
@@ -49,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"config":  cmdConfig,
 		"service": cmdService,
 		"version": cmdVersion,
+		"keygen":  cmdKeygen,
 		"mllp":    cmdMLLP,
 		"audit":   cmdAudit,
 	}

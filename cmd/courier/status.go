@@ -49,6 +49,13 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "  %s\t%d\n", s, st.Counts[string(s)])
 	}
 	tw.Flush()
+	if c := st.Config; c != nil {
+		fmt.Fprintf(stdout, "config: %s, version %d, sha256 %s", c.Source, c.Version, c.ConfigSHA256)
+		if c.State != "" && c.State != "applied" {
+			fmt.Fprintf(stdout, " (last document %s: %s)", c.State, c.Error)
+		}
+		fmt.Fprintln(stdout)
+	}
 	fmt.Fprintf(stdout, "spooled bytes: %d\n", st.SpoolBytes)
 	if st.OldestWaiting != nil {
 		fmt.Fprintf(stdout, "oldest waiting item: received %s (%s ago)\n", st.OldestWaiting.Format(time.RFC3339), time.Since(*st.OldestWaiting).Round(time.Second))
