@@ -104,6 +104,7 @@ func (b *bench) plot() error {
 	p.Legend.Add("measured", gb)
 	p.Legend.Add("goal", gl)
 	p.Legend.Top = true
+	p.Legend.Left = true
 	p.NominalX(labels...)
 	return p.Save(7*vg.Inch, 4*vg.Inch, b.o.chart)
 }
