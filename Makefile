@@ -9,7 +9,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 VERSITYGW := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 
-.PHONY: all build run test test-deps unit bench cross vet clean
+.PHONY: all build run test test-deps unit bench bench-deps bench-go cross vet clean
 
 all: build
 
@@ -53,9 +53,20 @@ cross:
 	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./...
 	GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./...
 
-## bench: speed and memory, as ratios against a peer measured in the same run.
-bench: test-deps
-	PATH="$(GOBIN):$$PATH" $(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee bench.out
+## bench: Courier against tus-js-client + stock tusd and a raw curl PATCH, in one run (about
+## five minutes); writes docs/benchmarks.md and docs/benchmarks.png. Installs its peers.
+bench: test-deps bench-deps
+	PATH="$(GOBIN):/usr/sbin:$$PATH" $(GO) run ./bench/cmd/courierbench
+
+bench-deps:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || { \
+	  echo "installing nodejs, npm and curl (Debian packages)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm curl >/dev/null; }
+
+## bench-go: the Go micro-benchmarks (-count 5; compare medians with benchstat bench.out).
+bench-go: test-deps
+	PATH="$(GOBIN):/usr/sbin:$$PATH" $(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee bench.out
 
 clean:
 	rm -rf bin var bench.out
