@@ -25,6 +25,13 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// version, commit and date are set at build time (make: -ldflags -X main.version=…).
+var (
+	version = "dev"
+	commit  = "unknown"
+	date    = "unknown"
+)
+
 func main() {
 	err := run(context.Background(), os.Args[1:], os.Stderr)
 	var ue usageError
@@ -53,11 +60,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	maxChunk := fs.Int64("max-chunk-size", ingest.DefaultMaxChunkSize, "largest chunk (one request body) in bytes")
 	expire := fs.Duration("expire-after", ingest.DefaultExpireAfter, "remove incomplete uploads untouched this long (0 = never)")
 	logLevel := fs.String("log-level", "info", "debug | info | warn | error")
+	showVersion := fs.Bool("version", false, "print the version, commit and build date, then exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return usageError{err.Error()}
+	}
+	if *showVersion {
+		fmt.Fprintf(os.Stdout, "courier-ingest %s (commit %s, built %s)\n", version, commit, date)
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
