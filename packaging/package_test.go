@@ -68,12 +68,12 @@ func buildAll(tmp string) error {
 			return fmt.Errorf("go build %s/%s: %v\n%s", t.goos, t.goarch, err, out)
 		}
 	}
-	return mkpkg(dist, "deb,rpm,msi,zip")
+	return mkpkg(dist, "deb,rpm,msi,zip", "amd64,arm64")
 }
 
-func mkpkg(out, formats string) error {
+func mkpkg(out, formats, arches string) error {
 	cmd := exec.Command("go", "run", "./packaging/cmd/mkpkg", "-version", testVersion, "-mtime", testMTime,
-		"-bin", bins, "-src", "packaging", "-out", out, "-formats", formats)
+		"-bin", bins, "-src", "packaging", "-out", out, "-formats", formats, "-arches", arches)
 	cmd.Dir = ".."
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("mkpkg: %v\n%s", err, b)
@@ -131,7 +131,7 @@ func TestDebContents(t *testing.T) {
 				"-rw-r--r-- root/root .* ./lib/systemd/system/" + p.name + ".service\n",
 				"-rw-r--r-- root/root .* ." + p.config + "\n",
 				"./usr/share/doc/" + p.name + "/copyright\n",
-				"./usr/share/doc/" + p.name + "/changelog.gz\n",
+				"./usr/share/doc/" + p.name + "/changelog.Debian.gz\n",
 			} {
 				if !regexp.MustCompile(want).MatchString(list) {
 					t.Errorf("%s: no %q in\n%s", filepath.Base(f), want, list)
@@ -162,7 +162,7 @@ func TestDebContents(t *testing.T) {
 			if prerm := sh(t, "dpkg-deb", "-I", f, "prerm"); !strings.Contains(prerm, "deb-systemd-invoke stop "+p.name) {
 				t.Errorf("%s prerm does not stop the service:\n%s", filepath.Base(f), prerm)
 			}
-			if postrm := sh(t, "dpkg-deb", "-I", f, "postrm"); !regexp.MustCompile(`purge\)[^;]*rm -rf /var/lib/` + p.name).MatchString(postrm) {
+			if postrm := sh(t, "dpkg-deb", "-I", f, "postrm"); !regexp.MustCompile(`purge\)(?:[^;]|;[^;])*rm -rf /var/lib/` + p.name + `\n`).MatchString(postrm) {
 				t.Errorf("%s postrm does not delete the data dir on purge only:\n%s", filepath.Base(f), postrm)
 			}
 		}
@@ -228,7 +228,7 @@ func TestMSI(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^CourierService\tcourier\tCourier edge agent\t16\t2\t1\t\t\tLocalSystem\t\trun --config "\[CommonAppDataFolder\]Courier\\courier.yaml"\tCourierExe\t`).MatchString(si) {
 		t.Errorf("ServiceInstall:\n%s", si)
 	}
-	sc := sh(t, "msiinfo", "export", f, "ServiceControl")
+	sc := strings.ReplaceAll(sh(t, "msiinfo", "export", f, "ServiceControl"), "\r\n", "\n") // msiinfo writes CRLF
 	// 162 = stop on install and uninstall (2+32), delete on uninstall (128).
 	if !regexp.MustCompile(`(?m)^CourierServiceControl\tcourier\t162\t\t1\tCourierExe$`).MatchString(sc) {
 		t.Errorf("ServiceControl:\n%s", sc)
@@ -354,7 +354,7 @@ func TestUnitsHardened(t *testing.T) {
 func TestReproducible(t *testing.T) {
 	built(t)
 	again := t.TempDir()
-	if err := mkpkg(again, "deb,rpm,zip"); err != nil {
+	if err := mkpkg(again, "deb,rpm,zip", "amd64"); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{

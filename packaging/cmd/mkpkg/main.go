@@ -52,6 +52,7 @@ type options struct {
 	src     string    // the packaging/ folder (units, scripts, config, windows)
 	out     string
 	formats map[string]bool
+	arches  []string
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -62,6 +63,7 @@ func run(args []string, stdout io.Writer) error {
 	src := fs.String("src", "packaging", "the packaging/ folder")
 	out := fs.String("out", "dist", "output folder")
 	formats := fs.String("formats", "deb,rpm,msi,zip", "what to build")
+	arches := fs.String("arches", "amd64,arm64", "Linux architectures for deb and rpm")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,6 +71,15 @@ func run(args []string, stdout io.Writer) error {
 		return errors.New("-version is required")
 	}
 	o := options{version: *version, bin: *bin, src: *src, out: *out, formats: map[string]bool{}}
+	for _, a := range strings.Split(*arches, ",") {
+		switch a = strings.TrimSpace(a); a {
+		case "amd64", "arm64":
+			o.arches = append(o.arches, a)
+		case "":
+		default:
+			return fmt.Errorf("-arches: unknown architecture %q (want amd64, arm64)", a)
+		}
+	}
 	if *mtime < 0 {
 		sde := os.Getenv("SOURCE_DATE_EPOCH")
 		if sde == "" {
@@ -102,7 +113,7 @@ func run(args []string, stdout io.Writer) error {
 
 func build(o options) ([]string, error) {
 	var built []string
-	for _, arch := range []string{"amd64", "arm64"} {
+	for _, arch := range o.arches {
 		for _, p := range products {
 			for _, format := range []string{"deb", "rpm"} {
 				if !o.formats[format] {
@@ -145,7 +156,7 @@ type product struct {
 var products = []product{
 	{
 		name:    "courier",
-		summary: "Courier edge agent: clinic files to central storage, verified",
+		summary: "edge agent moving clinic files to central storage, verified",
 		description: "Watches folders, MQTT feeds and HL7 over MLLP, spools each file durably,\n" +
 			"uploads it with tus to courier-ingest and announces it once the server\n" +
 			"has verified its SHA-256.",
@@ -253,8 +264,8 @@ func linuxPackage(o options, p product, arch, format string) (string, error) {
 	if format == "deb" {
 		// Debian wants a changelog; one entry for this build.
 		cl := filepath.Join(scripts, "changelog.yml")
-		entry := fmt.Sprintf("- semver: %q\n  date: %s\n  packager: Courier maintainers <courier@edgecourier.invalid>\n  changes:\n    - commit: %q\n      note: \"Build of %s; see the project's git history.\"\n",
-			info.Version, o.mtime.Format(time.RFC3339), o.version, o.version)
+		entry := fmt.Sprintf("- semver: %q\n  date: %s\n  packager: Courier maintainers <courier@edgecourier.invalid>\n  deb:\n    urgency: low\n    distributions: [stable]\n  changes:\n    - commit: %q\n      note: \"Build of %s; see the project's git history.\"\n",
+			info.Version+"-"+info.Release, o.mtime.Format(time.RFC3339), o.version, o.version)
 		if err := os.WriteFile(cl, []byte(entry), 0o644); err != nil {
 			return "", err
 		}
