@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgecourier/courier/internal/testutil"
 )
 
 // TestStopSIGTERMMidUpload is what `systemctl stop courier` (and the Windows
@@ -23,7 +25,7 @@ func TestStopSIGTERMMidUpload(t *testing.T) {
 	writeFile(t, filepath.Join(e.inbox, "scan.bin"), body)
 
 	a := e.startAgent()
-	waitFor(t, 2*time.Minute, "a third of the file at the server", func() bool { return px.patchBytes.Load() > size/3 })
+	testutil.WaitFor(t, 2*time.Minute, "a third of the file at the server", func() bool { return px.patchBytes.Load() > size/3 })
 	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +54,7 @@ func TestStopSIGTERMMidUpload(t *testing.T) {
 	if n := len(in.objects(t)); n != 1 {
 		t.Errorf("server holds %d objects, want 1", n)
 	}
-	assertOneEventPerFile(t, e)
+	assertOneEventPerFile(t, e, body)
 	resent := px.patchBytes.Load() - size
 	t.Logf("SIGTERM after %d bytes; %d bytes sent twice (chunk %d)", sentBefore, resent, chunkSize)
 	if resent > chunkSize+chunkSize/4 {

@@ -6,6 +6,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -88,6 +90,19 @@ type Source struct {
 	Topics     []string `yaml:"topics" json:"topics,omitempty"`
 	QoS        *int     `yaml:"qos" json:"qos,omitempty"`
 	MaxPayload Size     `yaml:"max_payload" json:"max_payload,omitempty"`
+	// kind: mllp
+	Listen       string    `yaml:"listen" json:"listen,omitempty"`
+	TLS          ServerTLS `yaml:"tls" json:"tls,omitempty"`
+	AllowedPeers []string  `yaml:"allowed_peers" json:"allowed_peers,omitempty"`
+	MaxMessage   Size      `yaml:"max_message" json:"max_message,omitempty"`
+}
+
+// ServerTLS is a listener's TLS (an mllp source): its certificate and key and,
+// for mutual TLS, the CA that clients' certificates must chain to.
+type ServerTLS struct {
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	ClientCA string `yaml:"client_ca" json:"client_ca"`
 }
 
 type Events struct {
@@ -391,6 +406,13 @@ func (c *Config) ApplyDefaults() {
 			if s.HL7 == "" {
 				s.HL7 = "auto"
 			}
+		case "mllp":
+			if s.MaxMessage == 0 {
+				s.MaxMessage = 16 * MiB
+			}
+			if s.HL7 == "" {
+				s.HL7 = "auto"
+			}
 		}
 	}
 	if c.Events.MQTT == nil {
@@ -521,10 +543,37 @@ func (c *Config) Validate() error {
 			if s.MaxPayload <= 0 {
 				bad(key+".max_payload", "must be > 0, got %d", s.MaxPayload)
 			}
+		case "mllp":
+			if s.Listen == "" {
+				bad(key+".listen", "must be set for kind mllp, e.g. 0.0.0.0:2575")
+			} else if _, port, err := net.SplitHostPort(s.Listen); err != nil {
+				bad(key+".listen", "must be HOST:PORT, e.g. 0.0.0.0:2575, got %q", s.Listen)
+			} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				bad(key+".listen", "port must be 1-65535, got %q", port)
+			}
+			for j, p := range s.AllowedPeers {
+				if _, err := netip.ParsePrefix(p); err != nil {
+					if _, err := netip.ParseAddr(p); err != nil {
+						bad(fmt.Sprintf("%s.allowed_peers[%d]", key, j), "must be a CIDR like 10.1.0.0/16 or an address, got %q", p)
+					}
+				}
+			}
+			if s.MaxMessage <= 0 {
+				bad(key+".max_message", "must be > 0, got %d", s.MaxMessage)
+			}
+			checkFile(bad, key+".tls.cert_file", s.TLS.CertFile)
+			checkFile(bad, key+".tls.key_file", s.TLS.KeyFile)
+			checkFile(bad, key+".tls.client_ca", s.TLS.ClientCA)
+			if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
+				bad(key+".tls", "cert_file and key_file must be set together")
+			}
+			if s.TLS.ClientCA != "" && s.TLS.CertFile == "" {
+				bad(key+".tls.client_ca", "needs cert_file and key_file (mutual TLS is TLS first)")
+			}
 		case "":
-			bad(key+".kind", "must be set to folder or mqtt")
+			bad(key+".kind", "must be set to folder, mqtt or mllp")
 		default:
-			bad(key+".kind", "must be folder or mqtt, got %q", s.Kind)
+			bad(key+".kind", "must be folder, mqtt or mllp, got %q", s.Kind)
 		}
 	}
 	if needMQTT || c.RemoteConfig.Enabled {

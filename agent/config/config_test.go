@@ -60,7 +60,7 @@ func TestErrorsNameFileKeyProblem(t *testing.T) {
 		{"bad after", `sources: [{name: a, kind: folder, path: /x, after: shred}]`, `sources[0].after: must be delete, keep or move:DIR`},
 		{"no path", `sources: [{name: a, kind: folder}]`, `sources[0].path: must be set`},
 		{"dup name", `sources: [{name: a, kind: folder, path: /x}, {name: a, kind: folder, path: /y}]`, `sources[1].name: "a" is already the name of sources[0]`},
-		{"bad kind", `sources: [{name: a, kind: ftp}]`, `sources[0].kind: must be folder or mqtt, got "ftp"`},
+		{"bad kind", `sources: [{name: a, kind: ftp}]`, `sources[0].kind: must be folder, mqtt or mllp, got "ftp"`},
 		{"mqtt without broker", `sources: [{name: b, kind: mqtt, topics: ["d/+/f/#"]}]`, `mqtt.broker: must be set`},
 		{"bad topic", "mqtt: {broker: tcp://127.0.0.1:1883}\nsources: [{name: b, kind: mqtt, topics: [\"d/#/x\"]}]", `sources[0].topics[0]:`},
 		{"bad priority", `sources: [{name: a, kind: folder, path: /x, priority: urgent}]`, `sources[0].priority: must be one of high, normal, low`},
