@@ -13,6 +13,12 @@ import (
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
 var version = "dev"
 
+// commit and date are set at build time too (make: -X main.commit=… -X main.date=…).
+var (
+	commit = "unknown"
+	date   = "unknown"
+)
+
 const usage = `courier — moves clinic files to central storage, verified, exactly once.
 
 Usage:
@@ -71,6 +77,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintf(stdout, "courier %s\n", version)
+	fmt.Fprintf(stdout, "courier %s (commit %s, built %s)\n", version, commit, date)
 	return 0
 }
