@@ -268,9 +268,12 @@ func TestReloadDuringLargeUploadResumesIt(t *testing.T) {
 
 	// 2: upload settings change; the uploader is replaced mid-file and must resume.
 	// (The large file must still be on its way, or this reload proves nothing.)
+	// Wait until its upload URL is recorded: a reload while the POST itself is in
+	// flight may POST once more (the ingest answers with the same upload), which is
+	// not what this test is about.
 	testutil.WaitFor(t, wait, "the large file recorded as uploading", func() bool {
 		mid, err := a.spool.List(context.Background(), spool.ListFilter{State: spool.StateUploading})
-		return err == nil && len(mid) == 1 && mid[0].Size == 6<<20
+		return err == nil && len(mid) == 1 && mid[0].Size == 6<<20 && mid[0].UploadURL != ""
 	})
 	e.upload = "  chunk_size: 1MiB\n  bandwidth_limit: 4MiB\n  concurrency: 2"
 	if err := a.Apply(context.Background(), e.config(t), "test"); err != nil {
