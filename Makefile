@@ -29,6 +29,14 @@ test-deps:
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
 	@command -v versitygw >/dev/null 2>&1 || test -x $(GOBIN)/versitygw || { \
 	  echo "installing versitygw ($(VERSITYGW))"; CGO_ENABLED=0 $(GO) install $(VERSITYGW); }
+	@/usr/bin/python3 -c 'import hl7.client' >/dev/null 2>&1 && command -v mllp_send >/dev/null 2>&1 || { \
+	  echo "installing python3-hl7 (Debian package: the MLLP client of the mllp tests)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-hl7 >/dev/null; }
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "installing nodejs and npm (Debian packages; agent/hl7 checks FHIR against the R4 JSON schema, ingest runs tus-js-client)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 
 ## test: the whole suite, real servers included (installed first where missing).
 test: test-deps vet

@@ -20,7 +20,7 @@ import (
 	"github.com/edgecourier/courier/agent/config"
 	"github.com/edgecourier/courier/agent/events"
 	"github.com/edgecourier/courier/agent/folder"
-	"github.com/edgecourier/courier/agent/hl7"
+	"github.com/edgecourier/courier/agent/mllp"
 	"github.com/edgecourier/courier/agent/mqtt"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
@@ -28,29 +28,38 @@ import (
 
 // Options are what the command line adds to the config.
 type Options struct {
-	Logger  *slog.Logger
-	Version string
+	Logger *slog.Logger
+	// LogLevel, when set, is the level Logger's handler follows: Apply sets it from
+	// log.level so a reload changes verbosity without a restart.
+	LogLevel *slog.LevelVar
+	Version  string
 	// EventsTee receives a copy of every event line written to events.file (courier dev prints them).
 	EventsTee io.Writer
 	// Progress receives upload progress (courier dev shows it for long uploads).
 	Progress func(uploader.Progress)
 }
 
-// Agent is one running edge agent.
+// Agent is one running edge agent. Its parts are built by New and started by Run;
+// Apply swaps parts of a running agent for a new configuration.
 type Agent struct {
-	cfg  *config.Config
 	opts Options
 	log  *slog.Logger
 
-	spool    *spool.Spool
-	uploader *uploader.Uploader
-	sinks    []events.Sink
-	closers  []io.Closer
-	mqtt     *mqtt.Conn // nil when no broker is configured
-	status   *mqtt.StatusPublisher
+	spool   *spool.Spool // for the agent's whole life: data_dir and spool.* need a restart
+	metrics *metrics
 
-	mu      sync.Mutex
-	lastErr string
+	// applyCh hands Apply's requests to Run's supervisor, which owns every start and stop.
+	applyCh chan applyRequest
+	runDone chan struct{} // closed when Run has returned
+
+	mllpMetrics *mllp.Metrics // created on first use (agent/mllp.go); empty without an mllp source
+
+	mu       sync.Mutex // guards the fields below: Snapshot and /metrics read them during a swap
+	cfg      *config.Config
+	uploader *uploader.Uploader
+	mq       *mqttParts  // nil when no broker is configured
+	sinks    *sinkSet    // the event sinks the publisher drains
+	closers  []io.Closer // closed in reverse order when Run returns (the spool last)
 }
 
 // New opens the spool and builds every component; nothing runs until Run.
@@ -59,45 +68,31 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Agent, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &Agent{cfg: cfg, opts: opts, log: log}
+	a := &Agent{cfg: cfg, opts: opts, log: log, applyCh: make(chan applyRequest), runDone: make(chan struct{})}
 	if err := a.build(ctx); err != nil {
 		a.close()
 		return nil, err
 	}
+	a.metrics = newMetrics(a)
 	return a, nil
 }
 
 func (a *Agent) build(ctx context.Context) error {
 	cfg := a.cfg
-	var sinkNames []string
-	if cfg.Events.File != "" {
-		fs, err := events.OpenFile(cfg.Events.File, a.opts.EventsTee)
-		if err != nil {
-			return err
-		}
-		a.closers = append(a.closers, fs)
-		a.sinks = append(a.sinks, fs)
-		sinkNames = append(sinkNames, fs.Name())
+	a.setLevel(cfg)
+	var err error
+	if a.mq, err = a.buildMQTT(cfg); err != nil {
+		return err
 	}
-	if cfg.MQTT.Broker != "" {
-		conn, err := mqtt.New(MQTTOptions(cfg, a.log))
-		if err != nil {
-			return fmt.Errorf("%s: %w", cfg.File, err)
-		}
-		a.mqtt = conn
-		if *cfg.Events.MQTT {
-			s := mqtt.NewEventSink(conn, 0)
-			a.sinks = append(a.sinks, batchSink{s})
-			sinkNames = append(sinkNames, s.Name())
-		}
-	}
-	if len(a.sinks) == 0 {
-		// No consumer configured: events are logged (ids only) so items still finish.
-		a.sinks = append(a.sinks, logSink{a.log.With("component", "events")})
-		sinkNames = append(sinkNames, "log")
+	if a.sinks, err = agentSinks(cfg, a.mq.conn(), a.opts.EventsTee, a.log); err != nil {
+		a.mq.close()
+		a.mq = nil
+		return err
 	}
 	salt, err := readSalt(cfg.Privacy.IDSaltFile)
 	if err != nil {
+		a.sinks.Close()
+		a.mq.close()
 		return err
 	}
 	sp, err := spool.Open(ctx, spool.Options{
@@ -105,41 +100,65 @@ func (a *Agent) build(ctx context.Context) error {
 		MaxBytes:    int64(cfg.Spool.MaxBytes),
 		MinFreeDisk: int64(cfg.Spool.MinFreeDisk),
 		KeepDone:    cfg.Spool.KeepDone.D(),
-		Sinks:       sinkNames,
-		Inspect:     a.inspector(salt),
+		Sinks:       a.sinks.names,
+		Inspect:     inspector(salt),
 		Logger:      a.log.With("component", "spool"),
 	})
 	if err != nil {
+		a.sinks.Close()
+		a.mq.close()
 		return err
 	}
 	a.spool = sp
 	a.closers = append(a.closers, sp)
-	if a.mqtt != nil {
-		// Feeds and hooks are registered before the connection starts (in Run), so
-		// messages queued in our persistent session find their route at once.
-		for i, sc := range cfg.Sources {
-			if sc.Kind != "mqtt" {
-				continue
-			}
-			prio, _ := spool.ParsePriority(sc.Priority)
-			if _, err := mqtt.NewFeed(a.mqtt, sp, mqtt.FeedOptions{
-				Name: sc.Name, Topics: sc.Topics, QoS: byte(*sc.QoS), MaxPayload: int64(sc.MaxPayload), Priority: prio,
-				NoInspect: sc.HL7 == "off",
-			}); err != nil {
-				return fmt.Errorf("%s: sources[%d]: %w", cfg.File, i, err)
-			}
+	if a.mq != nil {
+		// Feeds are registered before the connection starts (in Run), so messages
+		// queued in our persistent session find their route at once.
+		if err := a.mq.addFeeds(cfg, sp); err != nil {
+			return err
 		}
-		a.status = mqtt.NewStatusPublisher(a.mqtt, time.Minute, func(ctx context.Context) (any, error) {
-			return a.Snapshot(ctx)
-		})
-		a.closers = append(a.closers, a.mqtt) // closed before the spool
+		a.mq.status = a.newStatusPublisher(a.mq.c)
 	}
-
-	client, err := httpClient(cfg.Upload.TLS)
+	up, err := a.buildUploader(cfg)
 	if err != nil {
 		return err
 	}
-	up, err := uploader.New(sp, uploader.Options{
+	a.uploader = up
+	return nil
+}
+
+func (a *Agent) newStatusPublisher(c *mqtt.Conn) *mqtt.StatusPublisher {
+	return mqtt.NewStatusPublisher(c, time.Minute, func(ctx context.Context) (any, error) {
+		return a.Snapshot(ctx)
+	})
+}
+
+// setLevel follows log.level when the command line handed in a LevelVar.
+func (a *Agent) setLevel(cfg *config.Config) {
+	if a.opts.LogLevel != nil {
+		a.opts.LogLevel.Set(ParseLevel(cfg.Log.Level))
+	}
+}
+
+// ParseLevel maps log.level to a slog level (info for anything else).
+func ParseLevel(s string) slog.Level {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+func (a *Agent) buildUploader(cfg *config.Config) (*uploader.Uploader, error) {
+	client, err := httpClient(cfg.Upload.TLS)
+	if err != nil {
+		return nil, err
+	}
+	up, err := uploader.New(a.spool, uploader.Options{
 		Endpoint:            cfg.Upload.Endpoint,
 		ChunkSize:           int64(cfg.Upload.ChunkSize),
 		Concurrency:         cfg.Upload.Concurrency,
@@ -158,33 +177,17 @@ func (a *Agent) build(ctx context.Context) error {
 		Progress:      a.opts.Progress,
 	})
 	if err != nil {
-		return fmt.Errorf("%s: upload: %w", cfg.File, err)
+		return nil, fmt.Errorf("%s: upload: %w", cfg.File, err)
 	}
-	a.uploader = up
-	return nil
+	return up, nil
 }
 
-// inspector reads HL7 v2 envelopes for sources with hl7: auto.
-func (a *Agent) inspector(salt []byte) spool.Inspector {
-	auto := false
-	for _, s := range a.cfg.Sources {
-		auto = auto || s.HL7 == "auto"
-	}
-	if !auto {
-		return nil
-	}
-	return hl7.Inspector(salt, 16<<20)
-}
-
-// Run starts sources, uploader and publisher and blocks until ctx is done or a
-// component fails. It closes the spool before returning.
-func (a *Agent) Run(ctx context.Context) error {
-	defer a.close()
-	// Build every source before starting anything: a source that cannot start
-	// must not leave others running on a spool that is about to close.
-	var sources []*folder.Source
-	for i, sc := range a.cfg.Sources {
-		if sc.Kind != "folder" {
+// buildFolders builds a folder source for each folder entry of cfg whose name is in
+// only (all when only is nil).
+func (a *Agent) buildFolders(cfg *config.Config, only map[string]bool) (map[string]*folder.Source, error) {
+	out := map[string]*folder.Source{}
+	for i, sc := range cfg.Sources {
+		if sc.Kind != "folder" || (only != nil && !only[sc.Name]) {
 			continue
 		}
 		prio, _ := spool.ParsePriority(sc.Priority)
@@ -202,42 +205,132 @@ func (a *Agent) Run(ctx context.Context) error {
 			Logger:    a.log.With("component", "folder", "source", sc.Name),
 		}, a.spool)
 		if err != nil {
-			return &config.Error{File: a.cfg.File, Key: fmt.Sprintf("sources[%d]", i), Problem: err.Error()}
+			return nil, &config.Error{File: cfg.File, Key: fmt.Sprintf("sources[%d]", i), Problem: err.Error()}
 		}
-		sources = append(sources, src)
+		out[sc.Name] = src
+	}
+	return out, nil
+}
+
+// Run starts sources, uploader and publisher and blocks until ctx is done or a
+// component fails; meanwhile it carries out Apply's swaps. Every goroutine it
+// starts has ended when it returns, and the spool is closed.
+func (a *Agent) Run(ctx context.Context) error {
+	defer close(a.runDone)
+	defer a.close()
+	// Build every source before starting anything: a source that cannot start
+	// must not leave others running on a spool that is about to close.
+	folders, err := a.buildFolders(a.cfg, nil)
+	if err != nil {
+		return err
+	}
+	mllpSources, merr := a.mllpSources() // agent/mllp.go
+	if merr != nil {
+		return merr
 	}
 	if a.cfg.RemoteConfig.Enabled {
 		a.log.Warn("remote_config.enabled is set, but this version does not apply pushed configuration yet; the local file is used")
 	}
-	g, ctx := errgroup.WithContext(ctx)
-	for _, src := range sources {
-		g.Go(func() error { return src.Run(ctx) })
-	}
-	g.Go(func() error { return a.uploader.Run(ctx) })
-	pub := &events.Publisher{
-		Outbox:  a.spool,
-		Sinks:   a.sinks,
-		Options: EventOptions(a.cfg),
-		Logger:  a.log.With("component", "events"),
-	}
-	g.Go(func() error { return pub.Run(ctx) })
-	g.Go(func() error { a.housekeeping(ctx); return nil })
-	if a.mqtt != nil {
-		if err := a.mqtt.Start(ctx); err != nil {
-			return err
+	if err := a.mq.start(ctx); err != nil {
+		for _, l := range mllpSources {
+			l.Close()
 		}
-		g.Go(func() error { return a.status.Run(ctx) })
+		return fmt.Errorf("mqtt: %w", err)
 	}
-	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
-		g.Go(func() error { return a.serveHTTP(ctx) })
+
+	g, gctx := errgroup.WithContext(ctx)
+	r := &running{g: g, ctx: gctx, folders: map[string]*unit{}}
+	for name, src := range folders {
+		r.folders[name] = r.start("folder source "+name, src.Run)
 	}
+	for i, l := range mllpSources {
+		r.start(fmt.Sprintf("mllp source %d", i), l.Run)
+	}
+	r.uploader = r.start("uploader", a.uploader.Run)
+	r.publisher = r.start("events", a.publisher(a.cfg, a.sinks).Run)
+	r.mqttStatus = a.startMQTTStatus(r, a.mq)
+	r.housekeeping = r.start("housekeeping", func(ctx context.Context) error { a.housekeeping(ctx); return nil })
+	r.http = a.startHTTP(r, a.cfg.HTTP.Listen)
+	g.Go(func() error { a.supervise(r); return nil })
+
 	a.log.Info("courier agent running", "agent", a.cfg.Agent.ID, "version", a.opts.Version,
 		"data_dir", a.cfg.Agent.DataDir, "sources", len(a.cfg.Sources), "endpoint", a.cfg.Upload.Endpoint)
-	err := g.Wait()
+	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
+}
+
+func (a *Agent) startMQTTStatus(r *running, mq *mqttParts) *unit {
+	if mq == nil {
+		return nil
+	}
+	return r.start("mqtt status", mq.status.Run)
+}
+
+func (a *Agent) startHTTP(r *running, listen string) *unit {
+	if listen == "" || listen == "off" {
+		return nil
+	}
+	return r.start("http", func(ctx context.Context) error { return a.serveHTTP(ctx, listen) })
+}
+
+func (a *Agent) publisher(cfg *config.Config, s *sinkSet) *events.Publisher {
+	return &events.Publisher{
+		Outbox:  a.spool,
+		Sinks:   s.sinks,
+		Options: EventOptions(cfg),
+		Logger:  a.log.With("component", "events"),
+	}
+}
+
+// running is what Run started: each part can be stopped and replaced on its own.
+type running struct {
+	g   *errgroup.Group
+	ctx context.Context // Run's group context
+
+	folders      map[string]*unit // by source name
+	uploader     *unit
+	publisher    *unit
+	mqttStatus   *unit
+	housekeeping *unit
+	http         *unit
+}
+
+// unit is one part of a running agent, owned by Run's errgroup.
+type unit struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// start runs f in Run's group under its own context. A part stopped by a swap ends
+// quietly; one that fails on its own stops the agent, as before reloads existed.
+func (r *running) start(name string, f func(ctx context.Context) error) *unit {
+	ctx, cancel := context.WithCancel(r.ctx)
+	u := &unit{cancel: cancel, done: make(chan struct{})}
+	r.g.Go(func() error {
+		defer close(u.done)
+		defer cancel()
+		err := f(ctx)
+		if ctx.Err() != nil && r.ctx.Err() == nil {
+			return nil // stopped by a swap
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
+	return u
+}
+
+// stop cancels the part and waits until it has ended; nil-safe.
+func (u *unit) stop() {
+	if u == nil {
+		return
+	}
+	u.cancel()
+	<-u.done
 }
 
 // EventOptions is how this config shapes events (also used by `courier events replay`).
@@ -245,9 +338,7 @@ func EventOptions(cfg *config.Config) events.Options {
 	return events.Options{
 		AgentID:       cfg.Agent.ID,
 		SendFilenames: cfg.Privacy.SendFilenames,
-		FHIR: func(it *spool.Item) (any, bool) {
-			return hl7.DocRefFromItem(it)
-		},
+		FHIR:          fhirDocRef,
 	}
 }
 
@@ -275,13 +366,23 @@ func (a *Agent) housekeeping(ctx context.Context) {
 	}
 }
 
+// close closes what New built: the MQTT connection and the sinks, then the spool.
 func (a *Agent) close() {
-	for i := len(a.closers) - 1; i >= 0; i-- {
-		if err := a.closers[i].Close(); err != nil {
+	a.mu.Lock()
+	mq, sinks, closers := a.mq, a.sinks, a.closers
+	a.mq, a.sinks, a.closers = nil, nil, nil
+	a.mu.Unlock()
+	mq.close()
+	if sinks != nil {
+		if err := sinks.Close(); err != nil {
+			a.log.Warn("close event sinks failed", "err", err)
+		}
+	}
+	for i := len(closers) - 1; i >= 0; i-- {
+		if err := closers[i].Close(); err != nil {
 			a.log.Warn("close failed", "err", err)
 		}
 	}
-	a.closers = nil
 }
 
 func readSalt(path string) ([]byte, error) {
@@ -355,62 +456,4 @@ func httpClient(t config.TLS) (*http.Client, error) {
 }
 
 // dataPath is a file beside the spool.
-func (a *Agent) dataPath(name string) string { return filepath.Join(a.cfg.Agent.DataDir, name) }
-
-// ReplaySinks opens the config's event sinks for `courier events replay`.
-func ReplaySinks(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]events.Sink, func(), error) {
-	var sinks []events.Sink
-	var closers []io.Closer
-	closeAll := func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	}
-	if cfg.Events.File != "" {
-		fs, err := events.OpenFile(cfg.Events.File, nil)
-		if err != nil {
-			return nil, nil, err
-		}
-		sinks = append(sinks, fs)
-		closers = append(closers, fs)
-	}
-	if *cfg.Events.MQTT && cfg.MQTT.Broker != "" {
-		o := MQTTOptions(cfg, log)
-		o.ClientID = "courier-" + cfg.Agent.ID + "-replay" // the agent's own session stays untouched
-		o.Transient = true
-		conn, err := mqtt.New(o)
-		if err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		if err := conn.Start(ctx); err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		closers = append(closers, conn)
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := conn.WaitConnected(wctx); err != nil {
-			closeAll()
-			return nil, nil, fmt.Errorf("mqtt.broker %s: not reachable: %w", cfg.MQTT.Broker, err)
-		}
-		sinks = append(sinks, mqtt.NewEventSink(conn, 0))
-	}
-	if len(sinks) == 0 {
-		closeAll()
-		return nil, nil, fmt.Errorf("%s: no event sink configured (events.file or events.mqtt)", cfg.File)
-	}
-	return sinks, closeAll, nil
-}
-
-// MQTTOptions maps the config's mqtt section.
-func MQTTOptions(cfg *config.Config, log *slog.Logger) mqtt.Options {
-	return mqtt.Options{
-		Broker:       cfg.MQTT.Broker,
-		Username:     cfg.MQTT.Username,
-		PasswordFile: cfg.MQTT.PasswordFile,
-		TLS:          mqtt.TLSOptions{CAFile: cfg.MQTT.TLS.CAFile, ClientCert: cfg.MQTT.TLS.ClientCert, ClientKey: cfg.MQTT.TLS.ClientKey},
-		AgentID:      cfg.Agent.ID,
-		Logger:       log.With("component", "mqtt"),
-	}
-}
+func (a *Agent) dataPath(name string) string { return filepath.Join(a.spool.Dir(), name) }

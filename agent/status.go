@@ -3,14 +3,16 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/edgecourier/courier/agent/config"
 	"github.com/edgecourier/courier/spool"
@@ -87,21 +89,24 @@ func snapshot(ctx context.Context, sp *spool.Spool, agentID string) (*Status, er
 
 // Snapshot is the live agent's status.
 func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
-	st, err := snapshot(ctx, a.spool, a.cfg.Agent.ID)
+	a.mu.Lock()
+	agentID, up, mq := a.cfg.Agent.ID, a.uploader, a.mq.conn()
+	a.mu.Unlock()
+	st, err := snapshot(ctx, a.spool, agentID)
 	if err != nil {
 		return nil, err
 	}
 	st.Version = a.opts.Version
 	st.PID = os.Getpid()
 	st.State = "online"
-	l := a.uploader.Link()
+	l := up.Link()
 	st.Link = &l
 	if l.State == "paused" {
 		st.State = "paused"
 	}
-	if a.mqtt != nil {
-		ms := &MQTTStatus{Connected: a.mqtt.Connected()}
-		if err := a.mqtt.LastError(); err != nil && !ms.Connected {
+	if mq != nil {
+		ms := &MQTTStatus{Connected: mq.Connected()}
+		if err := mq.LastError(); err != nil && !ms.Connected {
 			ms.LastError = err.Error()
 		}
 		st.MQTT = ms
@@ -160,8 +165,8 @@ func ReadStatus(ctx context.Context, cfg *config.Config) (*Status, error) {
 	return st, nil
 }
 
-// serveHTTP serves /healthz, /readyz and /metrics on http.listen.
-func (a *Agent) serveHTTP(ctx context.Context) error {
+// serveHTTP serves /healthz, /readyz and /metrics on listen until ctx ends.
+func (a *Agent) serveHTTP(ctx context.Context, listen string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -171,37 +176,25 @@ func (a *Agent) serveHTTP(ctx context.Context) error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		st, err := a.Snapshot(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		fmt.Fprintln(w, "# HELP courier_items Items in the spool per state.\n# TYPE courier_items gauge")
-		for _, s := range spool.AllStates {
-			fmt.Fprintf(w, "courier_items{state=%q} %d\n", s, st.Counts[string(s)])
-		}
-		fmt.Fprintf(w, "# HELP courier_spool_bytes Bytes of content held in the spool.\n# TYPE courier_spool_bytes gauge\ncourier_spool_bytes %d\n", st.SpoolBytes)
-		up := 1
-		if st.State == "paused" {
-			up = 0
-		}
-		fmt.Fprintf(w, "# HELP courier_upload_link_up 0 when uploads are paused (401/403 from the server).\n# TYPE courier_upload_link_up gauge\ncourier_upload_link_up %d\n", up)
-		if st.OldestWaiting != nil {
-			fmt.Fprintf(w, "# HELP courier_oldest_waiting_seconds Age of the oldest item not yet verified.\n# TYPE courier_oldest_waiting_seconds gauge\ncourier_oldest_waiting_seconds %.0f\n", time.Since(*st.OldestWaiting).Seconds())
-		}
-	})
-	ln, err := net.Listen("tcp", a.cfg.HTTP.Listen)
+	mux.Handle("/metrics", a.metrics.handler())
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		// The agent's job is moving files; a taken metrics port must not stop it.
-		a.log.Warn("http.listen: cannot listen; /metrics and /healthz are off", "addr", a.cfg.HTTP.Listen, "err", err)
+		a.log.Warn("http.listen: cannot listen; /metrics and /healthz are off", "addr", listen, "err", err)
 		return nil
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { <-ctx.Done(); srv.Close() }()
-	if err := srv.Serve(ln); err != nil && !strings.Contains(err.Error(), "closed") {
-		return err
-	}
-	return nil
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		<-gctx.Done()
+		return srv.Close()
+	})
+	g.Go(func() error {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err // a failed server ends the closer above through gctx
+	})
+	return g.Wait()
 }

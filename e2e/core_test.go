@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgecourier/courier/internal/testutil"
 )
 
 const chunk = 256 << 10
@@ -20,7 +22,7 @@ const chunk = 256 << 10
 func TestFolderToVerifiedEvent(t *testing.T) {
 	in := startIngest(t, t.TempDir(), "")
 	e := newEnv(t, agentConf{Endpoint: in.url()})
-	metricsAddr := freePort(t)
+	metricsAddr := testutil.FreePort(t)
 	writeText(t, e.cfgPath, strings.Replace(string(mustRead(t, e.cfgPath)), `listen: "off"`, "listen: "+metricsAddr, 1))
 	e.startAgent()
 
@@ -63,7 +65,7 @@ func TestFolderToVerifiedEvent(t *testing.T) {
 		}
 	}
 	// Sources are released (after: delete) once the item is durable.
-	waitFor(t, time.Minute, "inbox to be emptied", func() bool {
+	testutil.WaitFor(t, time.Minute, "inbox to be emptied", func() bool {
 		n := 0
 		filepath.WalkDir(e.inbox, func(p string, d os.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
@@ -73,7 +75,7 @@ func TestFolderToVerifiedEvent(t *testing.T) {
 		})
 		return n == 0
 	})
-	assertOneEventPerFile(t, e)
+	assertOneEventPerFile(t, e, contentsOf(files)...)
 	if n := len(in.objects(t)); n != len(files) {
 		t.Errorf("server holds %d objects, want %d", n, len(files))
 	}
@@ -81,7 +83,7 @@ func TestFolderToVerifiedEvent(t *testing.T) {
 		t.Errorf("courier status: exit %d\n%s", code, out)
 	}
 	want := fmt.Sprintf(`courier_items{state="done"} %d`, len(files))
-	waitFor(t, 30*time.Second, "/metrics to count every file done", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "/metrics to count every file done", func() bool {
 		return strings.Contains(httpGet(t, "http://"+metricsAddr+"/metrics"), want)
 	})
 	for _, p := range []string{"/healthz", "/readyz"} {
@@ -105,21 +107,54 @@ func httpGet(t *testing.T, url string) string {
 	return string(b)
 }
 
-// assertOneEventPerFile: every file id has exactly one event id per type, and one terminal type.
-func assertOneEventPerFile(t *testing.T, e *env) {
+// assertOneEventPerFile: each of the source contents was announced verified exactly
+// once: one file id and one event id carry its SHA-256 (a copy taken twice, or an
+// upload restarted as a new item, shows as a second file id). Every file id also
+// has exactly one event id per event type.
+func assertOneEventPerFile(t *testing.T, e *env, contents ...[]byte) {
 	t.Helper()
-	ids := map[string]map[string]bool{}
+	if len(contents) == 0 {
+		t.Fatal("assertOneEventPerFile: no contents to check")
+	}
+	fileIDs := map[string]map[string]bool{}  // sha256 -> file ids of verified events
+	eventIDs := map[string]map[string]bool{} // sha256 -> verified event ids
+	perType := map[string]map[string]bool{}  // file id + type -> event ids
 	for _, ev := range e.readEvents() {
-		if ids[ev.Data.FileID] == nil {
-			ids[ev.Data.FileID] = map[string]bool{}
+		k := ev.Data.FileID + " " + ev.Type
+		if perType[k] == nil {
+			perType[k] = map[string]bool{}
 		}
-		ids[ev.Data.FileID][ev.ID] = true
+		perType[k][ev.ID] = true
+		if ev.Type != "org.edgecourier.file.verified.v1" {
+			continue
+		}
+		if fileIDs[ev.Data.SHA256] == nil {
+			fileIDs[ev.Data.SHA256], eventIDs[ev.Data.SHA256] = map[string]bool{}, map[string]bool{}
+		}
+		fileIDs[ev.Data.SHA256][ev.Data.FileID] = true
+		eventIDs[ev.Data.SHA256][ev.ID] = true
 	}
-	for f, set := range ids {
+	for _, b := range contents {
+		d := sum(b)
+		if len(fileIDs[d]) != 1 || len(eventIDs[d]) != 1 {
+			t.Errorf("content %.12s (%d bytes): %d verified file id(s) and %d event id(s), want exactly 1 each",
+				d, len(b), len(fileIDs[d]), len(eventIDs[d]))
+		}
+	}
+	for k, set := range perType {
 		if len(set) != 1 {
-			t.Errorf("file %s has %d distinct event ids, want 1: %v", f, len(set), set)
+			t.Errorf("%s: %d distinct event ids, want 1", k, len(set))
 		}
 	}
+}
+
+// contentsOf lists a map's values, for assertOneEventPerFile.
+func contentsOf(files map[string][]byte) [][]byte {
+	out := make([][]byte, 0, len(files))
+	for _, b := range files {
+		out = append(out, b)
+	}
+	return out
 }
 
 // TestSettleAndOddFiles: a growing file is taken once, complete; a file deleted
@@ -176,7 +211,7 @@ func TestSettleAndOddFiles(t *testing.T) {
 	if b, err := os.ReadFile(outside); err != nil || string(b) != "outside the watched root" {
 		t.Errorf("symlink target outside the root was touched: %v", err)
 	}
-	assertOneEventPerFile(t, e)
+	assertOneEventPerFile(t, e, whole, ok)
 }
 
 // TestCrashMidUpload: SIGKILL the agent in the middle of a large upload; after a
@@ -193,7 +228,7 @@ func TestCrashMidUpload(t *testing.T) {
 	writeFile(t, filepath.Join(e.inbox, "scan.bin"), body)
 
 	a := e.startAgent()
-	waitFor(t, 2*time.Minute, "a third of the file at the server", func() bool { return px.patchBytes.Load() > size/3 })
+	testutil.WaitFor(t, 2*time.Minute, "a third of the file at the server", func() bool { return px.patchBytes.Load() > size/3 })
 	a.kill()
 	sentBefore := px.patchBytes.Load()
 	if sentBefore >= size {
@@ -211,7 +246,7 @@ func TestCrashMidUpload(t *testing.T) {
 	if n := len(in.objects(t)); n != 1 {
 		t.Errorf("server holds %d objects, want 1", n)
 	}
-	assertOneEventPerFile(t, e)
+	assertOneEventPerFile(t, e, body)
 	resent := px.patchBytes.Load() - size
 	t.Logf("killed after %d bytes; %d bytes sent twice (chunk %d)", sentBefore, resent, chunkSize)
 	if resent > chunkSize+chunkSize/4 {
@@ -240,5 +275,5 @@ func TestCorruptedChunkIsResent(t *testing.T) {
 	if stored := in.object(t, ev.Data.FileID); !bytes.Equal(stored, body) {
 		t.Fatalf("bytes at the server differ from the source")
 	}
-	assertOneEventPerFile(t, e)
+	assertOneEventPerFile(t, e, body)
 }

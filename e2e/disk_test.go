@@ -42,5 +42,5 @@ func TestFullDisk(t *testing.T) {
 	if !strings.Contains(agent.out.String(), "spool is full") {
 		t.Errorf("12 MiB of files on a 12 MiB spool with 2 MiB kept free never hit backpressure; the test did not test it")
 	}
-	assertOneEventPerFile(t, e)
+	assertOneEventPerFile(t, e, contentsOf(files)...)
 }

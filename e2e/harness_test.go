@@ -18,11 +18,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgecourier/courier/internal/testutil"
 )
 
 var bin struct {
@@ -55,25 +56,8 @@ type proc struct {
 	t    *testing.T
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuf
+	out  *testutil.SyncBuffer
 	done chan struct{}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func start(t *testing.T, name string, args ...string) *proc {
@@ -84,7 +68,7 @@ func start(t *testing.T, name string, args ...string) *proc {
 // startEnv starts a child with extra environment variables (credentials).
 func startEnv(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, out: &syncBuf{}, done: make(chan struct{})}
+	p := &proc{t: t, name: name, out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = p.out
@@ -131,28 +115,6 @@ func (p *proc) stop() {
 	}
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// waitFor polls cond until it holds or the (generous) timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // ingest is a running courier-ingest with a file store.
 type ingest struct {
 	*proc
@@ -163,11 +125,11 @@ type ingest struct {
 func startIngest(t *testing.T, store, addr string) *ingest {
 	t.Helper()
 	if addr == "" {
-		addr = freePort(t)
+		addr = testutil.FreePort(t)
 	}
 	p := start(t, "courier-ingest", bin.ingest, "--listen", addr, "--store", "file://"+store)
 	in := &ingest{proc: p, addr: addr, store: store}
-	waitFor(t, 30*time.Second, "courier-ingest to answer", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "courier-ingest to answer", func() bool {
 		req, _ := http.NewRequest(http.MethodOptions, in.url(), nil)
 		req.Header.Set("Tus-Resumable", "1.0.0")
 		resp, err := http.DefaultClient.Do(req)
@@ -352,7 +314,7 @@ func (e *env) verified() map[string]event {
 func (e *env) waitVerified(n int, timeout time.Duration) map[string]event {
 	e.t.Helper()
 	var got map[string]event
-	waitFor(e.t, timeout, fmt.Sprintf("%d verified events", n), func() bool {
+	testutil.WaitFor(e.t, timeout, fmt.Sprintf("%d verified events", n), func() bool {
 		got = e.verified()
 		return len(got) >= n
 	})
@@ -455,7 +417,8 @@ func skipOnWindows(t *testing.T) {
 
 func writeText(t *testing.T, path, s string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+	// 0600: the agent refuses key files that group or others can read.
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -463,7 +426,7 @@ func writeText(t *testing.T, path, s string) {
 // waitListening waits until something accepts connections at addr.
 func waitListening(t *testing.T, addr string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "a listener at "+addr, func() bool {
+	testutil.WaitFor(t, 30*time.Second, "a listener at "+addr, func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()

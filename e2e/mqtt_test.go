@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/edgecourier/courier/internal/mosquittotest"
+	"github.com/edgecourier/courier/internal/testutil"
 )
 
 // subscriber runs mosquitto_sub, as a central system would, and keeps every line.
 type subscriber struct {
-	mu    sync.Mutex
-	lines []string
+	mu     sync.Mutex
+	lines  []string
+	probes int // probe messages seen (see mosquittoSub)
 }
 
 func mosquittoSub(t *testing.T, b *mosquittotest.Broker, topic string, retained bool) *subscriber {
@@ -45,14 +47,41 @@ func mosquittoSub(t *testing.T, b *mosquittotest.Broker, topic string, retained 
 		sc.Buffer(make([]byte, 1<<20), 1<<24)
 		for sc.Scan() {
 			s.mu.Lock()
-			s.lines = append(s.lines, sc.Text())
+			if strings.HasPrefix(sc.Text(), probePrefix) {
+				s.probes++
+			} else {
+				s.lines = append(s.lines, sc.Text())
+			}
 			s.mu.Unlock()
 		}
 	}()
 	t.Cleanup(func() { cancel(); cmd.Wait(); <-done })
-	time.Sleep(300 * time.Millisecond) // let the subscription reach the broker before publishing
+	// The subscription is in place once a probe published after it comes back.
+	probeTopic := strings.NewReplacer("+", "e2e-probe", "#", "e2e-probe").Replace(topic)
+	for round := 0; ; round++ {
+		if round == 20 {
+			t.Fatalf("mosquitto_sub on %s: no probe came back in 20 tries", topic)
+		}
+		mosquittoPub(t, b, probeTopic, []byte(fmt.Sprintf("%s%d", probePrefix, round)))
+		seen := false
+		for range 20 {
+			s.mu.Lock()
+			seen = s.probes > 0
+			s.mu.Unlock()
+			if seen {
+				break
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		if seen {
+			break
+		}
+	}
 	return s
 }
+
+// probePrefix marks the probe messages mosquittoSub sends itself; they are not lines.
+const probePrefix = "courier-e2e-probe-"
 
 func (s *subscriber) snapshot() []string {
 	s.mu.Lock()
@@ -92,7 +121,7 @@ func TestDeviceHubOverMQTT(t *testing.T) {
 	a := e.startAgent()
 
 	status := mosquittoSub(t, b, "courier/e2e-agent/status", true)
-	waitFor(t, time.Minute, "a retained online status", func() bool {
+	testutil.WaitFor(t, time.Minute, "a retained online status", func() bool {
 		for _, l := range status.snapshot() {
 			if strings.Contains(l, `"state":"online"`) {
 				return true
@@ -108,7 +137,7 @@ func TestDeviceHubOverMQTT(t *testing.T) {
 		mosquittoPub(t, b, fmt.Sprintf("devices/bed-%d/files/ecg", i), p)
 	}
 	mosquittoPub(t, b, "devices/bed-x/files/huge", randBytes(100<<10, 1)) // over max_payload
-	waitFor(t, 2*time.Minute, "verified events on MQTT for 10 device files", func() bool {
+	testutil.WaitFor(t, 2*time.Minute, "verified events on MQTT for 10 device files", func() bool {
 		return len(verifiedOn(t, sub.snapshot())) >= 10
 	})
 
@@ -119,12 +148,12 @@ func TestDeviceHubOverMQTT(t *testing.T) {
 		payloads[sum(p)] = p
 		mosquittoPub(t, b, fmt.Sprintf("devices/bed-%d/files/late", i), p)
 	}
-	waitFor(t, time.Minute, "the broker to publish the agent's last will", func() bool {
+	testutil.WaitFor(t, time.Minute, "the broker to publish the agent's last will", func() bool {
 		s := status.snapshot()
 		return len(s) > 0 && strings.Contains(s[len(s)-1], `"offline"`)
 	})
 	e.startAgent()
-	waitFor(t, 2*time.Minute, "all 15 device files verified", func() bool {
+	testutil.WaitFor(t, 2*time.Minute, "all 15 device files verified", func() bool {
 		return len(verifiedOn(t, sub.snapshot())) >= 15
 	})
 	got := verifiedOn(t, sub.snapshot())
@@ -160,7 +189,7 @@ func TestDeviceHubOverMQTT(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("events replay: exit %d\n%s", code, out)
 	}
-	waitFor(t, time.Minute, "replayed events on MQTT", func() bool {
+	testutil.WaitFor(t, time.Minute, "replayed events on MQTT", func() bool {
 		return len(verifiedOn(t, sub.snapshot()[before:])) >= 15
 	})
 	replayed := verifiedOn(t, sub.snapshot()[before:])

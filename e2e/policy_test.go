@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgecourier/courier/internal/testutil"
 )
 
 // TestRejectedAndDuplicate: a file over max_size is moved aside with a reason and
@@ -26,7 +28,7 @@ func TestRejectedAndDuplicate(t *testing.T) {
 	writeFile(t, filepath.Join(e.inbox, "again.txt"), first)
 
 	var rejected, dup event
-	waitFor(t, time.Minute, "rejected and duplicate events", func() bool {
+	testutil.WaitFor(t, time.Minute, "rejected and duplicate events", func() bool {
 		for _, ev := range e.readEvents() {
 			switch ev.Type {
 			case "org.edgecourier.file.rejected.v1":
@@ -54,7 +56,7 @@ func TestRejectedAndDuplicate(t *testing.T) {
 	if n := len(in.objects(t)); n != 1 {
 		t.Errorf("server holds %d objects, want 1 (a duplicate must not be uploaded)", n)
 	}
-	assertOneEventPerFile(t, e)
+	assertOneEventPerFile(t, e, first)
 }
 
 // TestHL7ResendAndCorrection drives the HL7 rules from the outside with a real
@@ -83,7 +85,7 @@ func TestHL7ResendAndCorrection(t *testing.T) {
 	writeFile(t, filepath.Join(e.inbox, "m3.hl7"), other)
 
 	var dup event
-	waitFor(t, time.Minute, "duplicate event for the resend and a verified event for the changed message", func() bool {
+	testutil.WaitFor(t, time.Minute, "duplicate event for the resend and a verified event for the changed message", func() bool {
 		for _, ev := range e.readEvents() {
 			if ev.Type == "org.edgecourier.file.duplicate.v1" {
 				dup = ev
@@ -216,10 +218,10 @@ sources:
 // inbox, see its verified event in events.jsonl.
 func TestDevCommand(t *testing.T) {
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := testutil.FreePort(t)
 	start(t, "courier dev", bin.courier, "dev", "--dir", dir, "--listen", addr)
 	inbox := filepath.Join(dir, "inbox")
-	waitFor(t, 30*time.Second, "the dev inbox", func() bool { _, err := os.Stat(inbox); return err == nil })
+	testutil.WaitFor(t, 30*time.Second, "the dev inbox", func() bool { _, err := os.Stat(inbox); return err == nil })
 	body := []byte("%PDF-1.4\nhello from the dev command\n")
 	writeFile(t, filepath.Join(inbox, "hello.pdf"), body)
 	e := &env{t: t, events: filepath.Join(dir, "events.jsonl")}
@@ -238,7 +240,7 @@ func TestDevCommand(t *testing.T) {
 func TestQuarantineAndRetry(t *testing.T) {
 	skipOnWindows(t)
 	store := t.TempDir()
-	addr := freePort(t)
+	addr := testutil.FreePort(t)
 	strict := start(t, "courier-ingest (max-size)", bin.ingest, "--listen", addr, "--store", "file://"+store, "--max-size", "1000")
 	in := &ingest{proc: strict, addr: addr, store: store}
 	waitListening(t, addr)
@@ -248,7 +250,7 @@ func TestQuarantineAndRetry(t *testing.T) {
 	writeFile(t, filepath.Join(e.inbox, "big-for-this-server.bin"), body)
 
 	var q event
-	waitFor(t, time.Minute, "a quarantined event", func() bool {
+	testutil.WaitFor(t, time.Minute, "a quarantined event", func() bool {
 		for _, ev := range e.readEvents() {
 			if ev.Type == "org.edgecourier.file.quarantined.v1" {
 				q = ev

@@ -23,6 +23,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/edgecourier/courier/internal/testutil"
 	"github.com/edgecourier/courier/internal/versitygwtest"
 )
 
@@ -37,7 +38,7 @@ func TestS3WithTokenSurvivesIngestRestart(t *testing.T) {
 	root := t.TempDir()
 	tokens := filepath.Join(root, "tokens")
 	writeText(t, tokens, "e2e-agent s3cret-e2e\nother-agent s3cret-other\n")
-	addr := freePort(t)
+	addr := testutil.FreePort(t)
 	startS3Ingest := func() *proc {
 		p := startEnv(t, "courier-ingest (s3)", s3srv.Env(), bin.ingest, "--listen", addr, "--store", s3srv.StoreURL(), "--tokens", tokens)
 		waitListening(t, addr)
@@ -58,13 +59,14 @@ func TestS3WithTokenSurvivesIngestRestart(t *testing.T) {
 	e := newEnv(t, agentConf{Endpoint: px.url(), Chunk: "1MiB", Bandwidth: "2MiB"})
 	tok := filepath.Join(e.root, "token")
 	writeText(t, tok, "s3cret-e2e\n")
+	os.Chmod(tok, 0o600) // a token readable by others is refused (upload.bearer_token_file)
 	cfg := strings.Replace(string(mustRead(t, e.cfgPath)), "upload:\n", "upload:\n  bearer_token_file: "+tok+"\n", 1)
 	writeText(t, e.cfgPath, cfg)
 	body := randBytes(size, 33)
 	writeFile(t, filepath.Join(e.inbox, "ct-scan.bin"), body)
 	e.startAgent()
 
-	waitFor(t, 2*time.Minute, "a third of the file through the proxy", func() bool { return px.patchBytes.Load() > size/3 })
+	testutil.WaitFor(t, 2*time.Minute, "a third of the file through the proxy", func() bool { return px.patchBytes.Load() > size/3 })
 	ingestProc.kill()
 	time.Sleep(time.Second) // the agent meets a dead server and backs off
 	startS3Ingest()
@@ -84,7 +86,7 @@ func TestS3WithTokenSurvivesIngestRestart(t *testing.T) {
 	if !bytes.Equal(stored, body) {
 		t.Fatalf("bytes in the bucket differ from the source (%d vs %d)", len(stored), len(body))
 	}
-	assertOneEventPerFile(t, e)
+	assertOneEventPerFile(t, e, body)
 	list, err := cl.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &s3srv.Bucket})
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +132,7 @@ func TestMutualTLS(t *testing.T) {
 	badCert, badKey := ca.issue(t, dir, "other-agent", false)
 	caFile := filepath.Join(dir, "ca.pem")
 	writeText(t, caFile, string(ca.pem))
-	addr := freePort(t)
+	addr := testutil.FreePort(t)
 	store := t.TempDir()
 	start(t, "courier-ingest (mtls)", bin.ingest, "--listen", addr, "--store", "file://"+store,
 		"--tls-cert", srvCert, "--tls-key", srvKey, "--client-ca", caFile)
@@ -153,7 +155,7 @@ func TestMutualTLS(t *testing.T) {
 
 	bad := run(badCert, badKey)
 	writeFile(t, filepath.Join(bad.inbox, "b.pdf"), []byte("%PDF-1.4\nwrong certificate\n"))
-	waitFor(t, time.Minute, "the agent with another agent's certificate to report uploads paused", func() bool {
+	testutil.WaitFor(t, time.Minute, "the agent with another agent's certificate to report uploads paused", func() bool {
 		out, _ := bad.courier("status", "--config", bad.cfgPath, "--json")
 		return strings.Contains(out, `"state": "paused"`)
 	})

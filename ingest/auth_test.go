@@ -58,13 +58,14 @@ func TestTokens(t *testing.T) {
 	loc := resp.Header.Get("Location")
 	ts.sendChunks(loc, upload{data: u.data[:20_000]}, 0, 20_000, "sha256")
 
-	// Another agent may not touch it.
+	// Another agent may not touch it, nor learn that it exists: 404, as for a
+	// missing upload (TestUnknownUploadIs404 compares the two answers).
 	other := &testServer{t: t, c: ts.c, url: ts.url, tok: "secret-two"}
-	if st := other.patch(loc, 20_000, u.data[20_000:], checksum("sha256", u.data[20_000:])).StatusCode; st != http.StatusForbidden {
-		t.Fatalf("clinic-2 PATCHing clinic-1's upload: %d, want 403", st)
+	if st := other.patch(loc, 20_000, u.data[20_000:], checksum("sha256", u.data[20_000:])).StatusCode; st != http.StatusNotFound {
+		t.Fatalf("clinic-2 PATCHing clinic-1's upload: %d, want 404", st)
 	}
-	if st := other.head(loc).StatusCode; st != http.StatusForbidden {
-		t.Fatalf("clinic-2 HEAD of clinic-1's upload: %d, want 403", st)
+	if st := other.head(loc).StatusCode; st != http.StatusNotFound {
+		t.Fatalf("clinic-2 HEAD of clinic-1's upload: %d, want 404", st)
 	}
 	resp = ts.sendChunks(loc, u, 20_000, 20_000, "sha256")
 	if resp.Header.Get("Courier-Sha256") != u.digest {

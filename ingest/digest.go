@@ -1,15 +1,16 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"sync"
 
 	"github.com/tus/tusd/v2/pkg/handler"
@@ -120,7 +121,15 @@ type trackedStore struct {
 func (t trackedStore) NewUpload(ctx context.Context, info handler.FileInfo) (handler.Upload, error) {
 	up, err := t.s.backend.store().NewUpload(ctx, info)
 	if err != nil {
-		return nil, err
+		if info.ID != "" {
+			// A create cut short (a full disk) must not leave a torn .info behind
+			// that every later POST of this courier-id would stumble over.
+			if derr := t.s.backend.discard(context.WithoutCancel(ctx), info.ID); derr != nil {
+				t.s.log.Warn("remains of a failed create not removed", "id", info.ID, "err", derr)
+			}
+		}
+		t.s.audit(ctx, "create_failed", slog.String("id", info.ID), slog.Int64("size", info.Size), slog.String("reason", storeErrReason(err)))
+		return nil, t.s.storeErr(err)
 	}
 	created, err := up.GetInfo(ctx)
 	if err != nil {
@@ -129,12 +138,16 @@ func (t trackedStore) NewUpload(ctx context.Context, info handler.FileInfo) (han
 	if err := t.s.digests.save(ctx, created.ID, freshDigest()); err != nil {
 		t.s.log.Warn("digest state not saved; it will be recomputed at completion", "id", created.ID, "err", err)
 	}
+	t.s.audit(ctx, "create", slog.String("id", created.ID), slog.Int64("size", created.Size))
 	return &trackedUpload{Upload: up, id: created.ID, s: t.s}, nil
 }
 
 func (t trackedStore) GetUpload(ctx context.Context, id string) (handler.Upload, error) {
 	up, err := t.s.backend.store().GetUpload(ctx, id)
 	if err != nil {
+		if isJSONError(err) {
+			return nil, tornError{id: id, err: err}
+		}
 		return nil, err
 	}
 	return &trackedUpload{Upload: up, id: id, s: t.s}, nil
@@ -142,10 +155,16 @@ func (t trackedStore) GetUpload(ctx context.Context, id string) (handler.Upload,
 
 func (t trackedStore) AsTerminatableUpload(up handler.Upload) handler.TerminatableUpload {
 	tu := up.(*trackedUpload)
-	return terminator{tu}
+	return terminator{u: tu, reason: "terminated by its owner"}
 }
 
-type terminator struct{ u *trackedUpload }
+// terminator removes an upload with its digest state. The write-once rule
+// (a verified upload is never terminated by a client) is checked before, in
+// preTerminate, under tusd's lock.
+type terminator struct {
+	u      *trackedUpload
+	reason string
+}
 
 func (t terminator) Terminate(ctx context.Context) error {
 	if err := t.u.s.backend.terminater().AsTerminatableUpload(t.u.Upload).Terminate(ctx); err != nil {
@@ -155,6 +174,7 @@ func (t terminator) Terminate(ctx context.Context) error {
 	if err := t.u.s.digests.forget(ctx, t.u.id); err != nil {
 		t.u.s.log.Warn("digest state of terminated upload not removed", "id", t.u.id, "err", err)
 	}
+	t.u.s.audit(ctx, "terminate", slog.String("id", t.u.id), slog.String("reason", t.reason))
 	return nil
 }
 
@@ -204,8 +224,13 @@ func (u *trackedUpload) WriteChunk(ctx context.Context, offset int64, src io.Rea
 				"id", u.id, "state_offset", st.Offset, "offset", offset, "err", err)
 		}
 	}
+	held := heldFrom(ctx)
+	if held != nil && (held.digest == nil || held.digest.offset != offset || st.Lost || st.Offset != offset ||
+		!bytes.Equal(st.State, held.digest.base)) {
+		held = nil // the digest moved on since the chunk was held: hash it again here
+	}
 	var ch *countingHash
-	if !st.Lost && st.Offset == offset {
+	if held == nil && !st.Lost && st.Offset == offset {
 		if h, err := st.hash(); err == nil {
 			ch = &countingHash{h: h}
 			src = io.TeeReader(src, ch)
@@ -214,9 +239,17 @@ func (u *trackedUpload) WriteChunk(ctx context.Context, offset int64, src io.Rea
 	n, werr := u.Upload.WriteChunk(ctx, offset, src)
 	u.s.metrics.bytes.Add(float64(n))
 	next := &digestState{Offset: offset + n}
-	if ch != nil && ch.n == n {
+	switch {
+	case held != nil:
+		// Extended while the chunk was checked: no second pass over its bytes.
+		if state, err := held.stateAt(n); err == nil {
+			next.State = state
+		} else {
+			next.Lost = true
+		}
+	case ch != nil && ch.n == n:
 		next.State, _ = ch.h.(encoding.BinaryMarshaler).MarshalBinary()
-	} else {
+	default:
 		next.Lost = true
 	}
 	if n > 0 || next.Lost != st.Lost {
@@ -226,7 +259,14 @@ func (u *trackedUpload) WriteChunk(ctx context.Context, offset int64, src io.Rea
 			u.s.log.Warn("digest state not saved; it will be recomputed at completion", "id", u.id, "err", err)
 		}
 	}
-	return n, werr
+	if n > 0 || werr != nil {
+		attrs := []slog.Attr{slog.String("id", u.id), slog.Int64("offset", offset), slog.Int64("size", n)}
+		if werr != nil {
+			attrs = append(attrs, slog.String("reason", storeErrReason(werr)))
+		}
+		u.s.audit(ctx, "chunk", attrs...)
+	}
+	return n, u.s.storeErr(werr)
 }
 
 // catchUp hashes the stored bytes [st.Offset, offset) on top of st. Only stores
@@ -257,92 +297,6 @@ func (u *trackedUpload) catchUp(ctx context.Context, st *digestState, offset int
 	}
 	u.s.metrics.catchUp.Inc()
 	return &digestState{Offset: offset, State: state}, nil
-}
-
-// wholeDigest returns the SHA-256 of the complete upload: from the running
-// state when it covers all bytes, else by reading the stored bytes (counted
-// as a fallback).
-func (s *Server) wholeDigest(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, *digestState, error) {
-	st, err := s.digests.load(ctx, info.ID, false)
-	if err != nil {
-		s.log.Warn("digest state unreadable; reading the stored object", "id", info.ID, "err", err)
-	}
-	if st != nil && !st.Lost && st.Offset == info.Size {
-		if h, err := st.hash(); err == nil {
-			return hex.EncodeToString(h.Sum(nil)), st, nil
-		}
-	}
-	s.metrics.fallback.Inc()
-	s.log.Info("digest state does not cover the upload; reading the stored object", "id", info.ID, "size", info.Size)
-	// Not bound to the request: a client that gives up waiting on a large object
-	// must not make every retry start the read from zero again. The verified mark
-	// saved at the end answers its next HEAD.
-	rd, err := up.GetReader(context.WithoutCancel(ctx))
-	if err != nil {
-		return "", nil, fmt.Errorf("read upload %s for its digest: %w", info.ID, err)
-	}
-	defer rd.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, rd)
-	if err != nil {
-		return "", nil, fmt.Errorf("read upload %s for its digest: %w", info.ID, err)
-	}
-	if n != info.Size {
-		return "", nil, fmt.Errorf("read upload %s for its digest: %d bytes stored, %d expected", info.ID, n, info.Size)
-	}
-	state, _ := h.(encoding.BinaryMarshaler).MarshalBinary()
-	return hex.EncodeToString(h.Sum(nil)), &digestState{Offset: n, State: state}, nil
-}
-
-var errFileMismatch = handler.NewError("ERR_CHECKSUM_MISMATCH", "whole-file SHA-256 differs from the sha256 metadata; the upload was discarded, upload the file again", StatusChecksumMismatch)
-
-// verify compares a complete upload with its sha256 metadata. It returns
-// the hex digest when they are equal; on a difference the upload is
-// terminated and errFileMismatch returned.
-func (s *Server) verify(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, error) {
-	want := info.MetaData["sha256"]
-	if want == "" {
-		return "", nil
-	}
-	got, st, err := s.wholeDigest(ctx, up, info)
-	if err != nil {
-		return "", err
-	}
-	if got != want {
-		s.metrics.mismatch.WithLabelValues("file").Inc()
-		s.log.Warn("whole-file digest mismatch; discarding upload", "id", info.ID, "size", info.Size, "want", want, "got", got)
-		if err := (trackedStore{s}).AsTerminatableUpload(up).Terminate(context.WithoutCancel(ctx)); err != nil {
-			s.log.Error("discarding mismatched upload failed", "id", info.ID, "err", err)
-		}
-		return "", errFileMismatch
-	}
-	if st.Verified != got {
-		st.Verified = got
-		if err := s.digests.save(context.WithoutCancel(ctx), info.ID, st); err != nil {
-			s.log.Warn("verified mark not saved; it is recomputed on the next HEAD", "id", info.ID, "err", err)
-		}
-		s.metrics.verified.Inc()
-		s.log.Info("upload verified", "id", info.ID, "size", info.Size, "sha256", got)
-	}
-	// A complete upload needs nothing in memory: HEADs read the state.
-	s.digests.evict(info.ID)
-	s.owners.Delete(info.ID)
-	return got, nil
-}
-
-// verifiedDigest reports the verified digest of a complete upload, checking it
-// first if a crash came between completion and verification.
-func (s *Server) verifiedDigest(ctx context.Context, up handler.Upload, info handler.FileInfo) (string, error) {
-	if info.SizeIsDeferred || info.Offset != info.Size || info.MetaData["sha256"] == "" {
-		return "", nil
-	}
-	st, err := s.digests.load(ctx, info.ID, false)
-	// A finished upload needs nothing in memory: the next HEAD reads the state again.
-	s.digests.evict(info.ID)
-	if err == nil && st != nil && st.Verified != "" && st.Verified == info.MetaData["sha256"] {
-		return st.Verified, nil
-	}
-	return s.verify(ctx, up, info)
 }
 
 var _ handler.DataStore = trackedStore{}

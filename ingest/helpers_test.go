@@ -77,6 +77,7 @@ type upload struct {
 	id     string // courier-id
 	data   []byte
 	digest string
+	agent  string // the agent metadata, if set
 }
 
 func newUpload(size int) upload {
@@ -90,6 +91,9 @@ func newUpload(size int) upload {
 
 func (u upload) metadata(extra ...string) string {
 	kv := map[string]string{"courier-id": u.id, "sha256": u.digest, "filetype": "application/octet-stream"}
+	if u.agent != "" {
+		kv["agent"] = u.agent
+	}
 	for i := 0; i+1 < len(extra); i += 2 {
 		if extra[i+1] == "" {
 			delete(kv, extra[i])

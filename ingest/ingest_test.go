@@ -106,7 +106,7 @@ func TestBadChunkIsRefusedAndResent(t *testing.T) {
 
 func TestLargeChunkSpillsAndIsChecked(t *testing.T) {
 	ts := startServer(t, Options{TempDir: t.TempDir()})
-	u := newUpload(memoryChunkLimit*2 + 123)
+	u := newUpload(DefaultChunkMemory + 5<<20 + 123)
 	loc := ts.create(u)
 	bad := bytes.Clone(u.data)
 	bad[len(bad)-1] ^= 1
@@ -382,11 +382,27 @@ func TestBadInput(t *testing.T) {
 	t.Run("oversized chunk", func(t *testing.T) {
 		big := newUpload(200_000)
 		loc := ts.create(big)
-		if resp := ts.patch(loc, 0, big.data, checksum("sha256", big.data)); resp.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Fatalf("status %d, want 413", resp.StatusCode)
+		req, _ := http.NewRequest(http.MethodPatch, loc, bytes.NewReader(big.data))
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		req.Header.Set("Content-Type", "application/offset+octet-stream")
+		req.Header.Set("Upload-Offset", "0")
+		req.Header.Set("Upload-Checksum", checksum("sha256", big.data))
+		resp, err := ts.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if resp := ts.patch(loc, 0, big.data, ""); resp.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Fatalf("without checksum: status %d, want 413", resp.StatusCode)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "ERR_CHUNK_TOO_LARGE") || !strings.Contains(string(body), "100000") {
+			t.Fatalf("checksummed chunk over the cap: status %d %q, want 413 ERR_CHUNK_TOO_LARGE naming 100000", resp.StatusCode, body)
+		}
+		// Without Upload-Checksum the body streams: only the upload's length bounds it.
+		if resp := ts.patch(loc, 0, big.data, ""); resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("without checksum: status %d, want 204", resp.StatusCode)
+		}
+		small := newUpload(1000)
+		if resp := ts.patch(ts.create(small), 0, big.data[:2000], ""); resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("beyond the upload's length: status %d, want 413", resp.StatusCode)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -112,6 +113,9 @@ func (s *Server) expireOne(ctx context.Context, id string, cutoff time.Time) (bo
 	if s.locks.busy(id) {
 		return false, nil
 	}
+	if _, err := s.store.GetUpload(ctx, id); errors.Is(err, errTornInfo) {
+		return s.expireTorn(ctx, id, cutoff)
+	}
 	lock, err := s.locks.NewLock(id)
 	if err != nil {
 		return false, err
@@ -134,11 +138,29 @@ func (s *Server) expireOne(ctx context.Context, id string, cutoff time.Time) (bo
 	if err != nil || (!info.SizeIsDeferred && info.Offset == info.Size) {
 		return false, nil
 	}
-	if err := s.store.AsTerminatableUpload(up).Terminate(ctx); err != nil {
+	if err := (terminator{u: up.(*trackedUpload), reason: "expired: untouched for " + s.opts.ExpireAfter.String()}).Terminate(ctx); err != nil {
 		return false, err
 	}
 	if err := s.backend.purge(ctx, id); err != nil {
 		s.log.Warn("removing leftovers of abandoned upload failed", "id", id, "err", err)
+	}
+	return true, nil
+}
+
+// expireTorn discards an upload whose .info is torn once it is untouched
+// since cutoff, under the courier-id's create lock (a POST would discard it
+// too; PATCH and HEAD of it get 404 and write nothing).
+func (s *Server) expireTorn(ctx context.Context, id string, cutoff time.Time) (bool, error) {
+	unlock := s.creates.lock(id)
+	defer unlock()
+	if _, err := s.store.GetUpload(ctx, id); !errors.Is(err, errTornInfo) {
+		return false, nil
+	}
+	if touched, err := s.backend.lastTouched(ctx, id); err != nil || !touched.Before(cutoff) {
+		return false, nil
+	}
+	if err := s.discardTorn(ctx, id); err != nil {
+		return false, err
 	}
 	return true, nil
 }

@@ -15,6 +15,15 @@ type metrics struct {
 	fallback     prometheus.Counter
 	catchUp      prometheus.Counter
 	expired      prometheus.Counter
+
+	connOpen      prometheus.Gauge
+	connLimited   *prometheus.CounterVec
+	heldBytes     *prometheus.GaugeVec
+	heldRefused   prometheus.Counter
+	slowBodies    prometheus.Counter
+	storeFull     prometheus.Counter
+	tornDiscarded prometheus.Counter
+	writeOnce     prometheus.Counter
 }
 
 // newMetrics registers Courier's counters, tusd's collector and the Go
@@ -36,7 +45,7 @@ func newMetrics(reg *prometheus.Registry, tusd handler.Metrics) *metrics {
 		}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "courier_ingest_auth_failures_total",
-			Help: "Requests refused with 401 or 403.",
+			Help: "Refused credentials and accesses: 401, 403, someone else's upload, failed TLS handshakes.",
 		}),
 		fallback: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "courier_ingest_digest_fallback_total",
@@ -50,10 +59,47 @@ func newMetrics(reg *prometheus.Registry, tusd handler.Metrics) *metrics {
 			Name: "courier_ingest_expired_uploads_total",
 			Help: "Abandoned uploads removed by the janitor.",
 		}),
+		connOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "courier_ingest_connections_open",
+			Help: "Client connections open now (on listeners wrapped by LimitListener).",
+		}),
+		connLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "courier_ingest_connections_limited_total",
+			Help: "Connections held back by a cap: total (accept waited for a free slot) or per_address (closed at once).",
+		}, []string{"cap"}),
+		heldBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "courier_ingest_held_chunk_bytes",
+			Help: "Bytes reserved for checksummed chunks being held until checked, in memory or in temporary files.",
+		}, []string{"where"}),
+		heldRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "courier_ingest_held_chunk_refused_total",
+			Help: "Checksummed chunks refused with 503 ERR_SERVER_BUSY because the held-chunk memory or disk bound was reached.",
+		}),
+		slowBodies: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "courier_ingest_slow_bodies_total",
+			Help: "Request bodies cut off for pausing too long or staying below the minimum average rate.",
+		}),
+		storeFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "courier_ingest_store_full_total",
+			Help: "Requests answered 503 ERR_STORE_FULL because the store (or the temp dir) had no space.",
+		}),
+		tornDiscarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "courier_ingest_torn_uploads_discarded_total",
+			Help: "Uploads whose .info was torn (a create cut short) and were discarded so their courier-id could be created again.",
+		}),
+		writeOnce: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "courier_ingest_write_once_refused_total",
+			Help: "DELETEs of verified uploads refused with 403 ERR_WRITE_ONCE.",
+		}),
 	}
 	m.mismatch.WithLabelValues("chunk")
 	m.mismatch.WithLabelValues("file")
+	m.connLimited.WithLabelValues("total")
+	m.connLimited.WithLabelValues("per_address")
+	m.heldBytes.WithLabelValues("memory")
+	m.heldBytes.WithLabelValues("disk")
 	reg.MustRegister(m.verified, m.mismatch, m.bytes, m.authFailures, m.fallback, m.catchUp, m.expired,
+		m.connOpen, m.connLimited, m.heldBytes, m.heldRefused, m.slowBodies, m.storeFull, m.tornDiscarded, m.writeOnce,
 		prometheuscollector.New(tusd),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -54,9 +54,11 @@ func ingestBinary(t *testing.T) string {
 type ingestProc struct {
 	cmd  *exec.Cmd
 	base string // http(s)://host:port
-	done chan struct{}
-	mu   sync.Mutex
-	log  strings.Builder
+	// metricsBase is http://host:port of --metrics-listen, if given.
+	metricsBase string
+	done        chan struct{}
+	mu          sync.Mutex
+	log         strings.Builder
 }
 
 // startIngest runs courier-ingest with args plus --listen 127.0.0.1:0 and
@@ -88,6 +90,11 @@ func startIngest(t *testing.T, env []string, args ...string) *ingestProc {
 				Msg  string `json:"msg"`
 				Addr string `json:"addr"`
 				TLS  bool   `json:"tls"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "metrics listening" {
+				p.mu.Lock()
+				p.metricsBase = "http://" + rec.Addr
+				p.mu.Unlock()
 			}
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
 				scheme := "http"
@@ -228,6 +235,10 @@ func TestBinaryUsage(t *testing.T) {
 		{"extra"},
 		{"--tokens", "/nonexistent/tokens"},
 		{"--store", "s3://?region=x"},
+		{"--max-header-bytes", "10"},
+		{"--max-body-pause", "0s"},
+		{"--max-conns", "-1"},
+		{"--max-chunk-size", "1000", "--held-memory", "10", "--held-disk", "10"},
 	} {
 		cmd := exec.Command(bin, append(args, "--listen", "127.0.0.1:0")...)
 		out, err := cmd.CombinedOutput()
@@ -270,5 +281,42 @@ func TestBinaryUnreachableBucketIsRuntimeFailure(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "nobucket") {
 		t.Fatalf("message does not name the bucket:\n%s", out)
+	}
+}
+
+// --metrics-listen moves /metrics off the upload port; /readyz answers on both.
+func TestBinaryMetricsListen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	p := startIngest(t, nil, "--store", "file://"+t.TempDir(), "--metrics-listen", "127.0.0.1:0")
+	p.mu.Lock()
+	mbase := p.metricsBase
+	p.mu.Unlock()
+	if mbase == "" {
+		t.Fatalf("no \"metrics listening\" line:\n%s", p.logs())
+	}
+	c := &http.Client{Timeout: 20 * time.Second}
+	for _, probe := range []struct {
+		url  string
+		want int
+	}{
+		{p.base + "/metrics", http.StatusNotFound},
+		{mbase + "/metrics", http.StatusOK},
+		{p.base + "/readyz", http.StatusOK},
+		{mbase + "/readyz", http.StatusOK},
+	} {
+		resp, err := c.Get(probe.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body) // so the connection stays open for the count below
+		resp.Body.Close()
+		if resp.StatusCode != probe.want {
+			t.Errorf("GET %s: %d, want %d", probe.url, resp.StatusCode, probe.want)
+		}
+	}
+	if n := scrape(t, c, mbase, "courier_ingest_connections_open"); n < 1 {
+		t.Errorf("courier_ingest_connections_open = %v, want >= 1 (this client's upload-port connection)", n)
 	}
 }

@@ -131,8 +131,8 @@ func (b *s3Backend) lookup(ctx context.Context, courierID string) (string, error
 		return "", err
 	}
 	var info handler.FileInfo
-	if err := json.Unmarshal(data, &info); err != nil {
-		return "", fmt.Errorf("s3://%s/%s.info: %w", b.bucket, courierID, err)
+	if err := json.Unmarshal(data, &info); err != nil || info.ID == "" {
+		return "", fmt.Errorf("s3://%s/%s.info: %w (%v)", b.bucket, courierID, errTornInfo, err)
 	}
 	return info.ID, nil
 }
@@ -163,6 +163,42 @@ func (b *s3Backend) deleteState(ctx context.Context, id string) error {
 }
 
 func (b *s3Backend) purge(ctx context.Context, id string) error { return nil }
+
+func (b *s3Backend) discard(ctx context.Context, courierID string) error {
+	var errs []error
+	for _, key := range []string{courierID + ".info", courierID + ".part", courierID + stateSuffix, courierID} {
+		_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(key)})
+		if err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("s3://%s/%s: %w", b.bucket, key, err))
+		}
+	}
+	mp := s3.NewListMultipartUploadsPaginator(b.client, &s3.ListMultipartUploadsInput{Bucket: aws.String(b.bucket), Prefix: aws.String(courierID)})
+	for mp.HasMorePages() {
+		page, err := mp.NextPage(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("s3://%s: list multipart uploads: %w", b.bucket, err))
+			break
+		}
+		for _, u := range page.Uploads {
+			if aws.ToString(u.Key) != courierID {
+				continue
+			}
+			if _, err := b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+				Bucket: aws.String(b.bucket), Key: u.Key, UploadId: u.UploadId,
+			}); err != nil && !isNotFound(err) {
+				errs = append(errs, fmt.Errorf("s3://%s/%s: abort multipart upload: %w", b.bucket, courierID, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *s3Backend) ready(ctx context.Context) error {
+	if _, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(b.bucket)}); err != nil {
+		return fmt.Errorf("s3://%s: %w", b.bucket, err)
+	}
+	return nil
+}
 
 // abandoned lists incomplete uploads whose .info, .part and digest state
 // were all last written before before. It also aborts multipart uploads

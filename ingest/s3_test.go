@@ -100,6 +100,15 @@ func TestS3SeveralSizes(t *testing.T) {
 		if resp.StatusCode != http.StatusCreated || resp.Header.Get("Courier-Sha256") != u.digest {
 			t.Fatalf("size %d: second POST status %d Courier-Sha256 %q", c.size, resp.StatusCode, resp.Header.Get("Courier-Sha256"))
 		}
+		// Verified objects are write-once in the bucket too.
+		req, _ := http.NewRequest(http.MethodDelete, resp.Header.Get("Location"), nil)
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		if st := ts.do(req).StatusCode; st != http.StatusForbidden {
+			t.Fatalf("size %d: DELETE of the verified upload: %d, want 403", c.size, st)
+		}
+		if !bytes.Equal(objectBytes(t, gw, u.id), u.data) {
+			t.Fatalf("size %d: object changed after the refused DELETE", c.size)
+		}
 	}
 	if n := counter(t, ts.srv, "fallback"); n != 0 {
 		t.Errorf("digest fallbacks = %v, want 0", n)

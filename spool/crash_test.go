@@ -45,15 +45,12 @@ func TestCrashChild(t *testing.T) {
 		in := Intake{Source: "crash", Fingerprint: fmt.Sprint("fp-", i)}
 		var it *Item
 		if i%3 == 0 {
-			// A fresh name per process: a source killed between commit and removal
-			// shares its inode with the spooled copy (hard link), and rewriting it in
-			// place would change what was committed. The folder source never rewrites.
 			src := filepath.Join(inbox, fmt.Sprint("f", os.Getpid(), "-", i))
 			if err := os.WriteFile(src, data, 0o600); err != nil {
 				fmt.Println("write source:", err)
 				os.Exit(3)
 			}
-			it, err = s.ReceiveFile(ctx, in, src, true)
+			it, err = s.ReceiveFile(ctx, in, src)
 			if err == nil {
 				os.Remove(src)
 			}
@@ -174,7 +171,8 @@ func checkAfterCrash(t *testing.T, dir string, reported map[string]string) {
 		}
 		stored++
 	}
-	if files := filesUnder(t, filepath.Join(dir, "content")); len(files) != stored {
-		t.Fatalf("%d content files for %d items with bytes", len(files), stored)
+	// Each item with bytes has them and their description (<id>.json).
+	if files := filesUnder(t, filepath.Join(dir, "content")); len(files) != 2*stored {
+		t.Fatalf("%d content files for %d items with bytes (want bytes and description each)", len(files), stored)
 	}
 }

@@ -2,37 +2,26 @@ package spool
 
 import (
 	"context"
-	"crypto/sha1"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"hash"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/gabriel-vasile/mimetype"
 	"github.com/google/uuid"
 )
 
-// sniffLen is how much of the head is kept for content-type sniffing (mimetype's
-// default read limit).
-const sniffLen = 3 << 10
+// Intake: a source hands bytes to the spool (Receive, ReceiveFile) or records a file it
+// could not take (Reject). Staging is in stage.go, dedupe in dedupe.go, fingerprints in
+// fingerprint.go, the room checks in room.go.
 
-// copyBufSize is the buffer of the intake copy loop: big enough for few syscalls,
-// small enough for many concurrent intakes.
-const copyBufSize = 256 << 10
-
-// Receive copies r into the spool (temp file, fsync, rename, dir fsync, SHA-256 and
-// SHA-1 in the same pass), runs the inspector, applies dedupe, and commits the row.
-// It returns the new item: StateReceived, or StateDuplicate (with its duplicate event
-// in the outbox). Only after a nil error may the caller release the source.
-// ErrFull: no room now, nothing stored, try later. ErrTooLarge: over in.MaxSize.
+// Receive copies r into the spool (temp file, fsync, SHA-256 and SHA-1 in the same
+// pass, description, rename, dir fsync), runs the inspector, applies dedupe, and
+// commits the row. It returns the new item: StateReceived, or StateDuplicate (with its
+// duplicate event in the outbox). Only after a nil error may the caller release the
+// source. ErrFull: no room now, nothing stored, try later. ErrTooLarge: over in.MaxSize.
 func (s *Spool) Receive(ctx context.Context, in Intake, r io.Reader) (*Item, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -52,13 +41,9 @@ func (s *Spool) Receive(ctx context.Context, in Intake, r io.Reader) (*Item, err
 	return s.commit(ctx, in, id, st)
 }
 
-// ReceiveFile is Receive for a file on disk. With move=true and path on the spool's
-// filesystem, the file is hard-linked into the spool instead of copied (the digest is
-// still computed from what is stored); the caller then deletes its own name. Only use
-// move=true when the caller's name goes away afterwards (after: delete): a name kept
-// or moved elsewhere would share the stored bytes. If linking is impossible (another
-// filesystem, no hard links), the file is copied.
-func (s *Spool) ReceiveFile(ctx context.Context, in Intake, path string, move bool) (*Item, error) {
+// ReceiveFile is Receive for a regular file on disk (a symlink is refused). The bytes
+// are copied; the caller releases its own name after a nil error.
+func (s *Spool) ReceiveFile(ctx context.Context, in Intake, path string) (*Item, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -80,16 +65,6 @@ func (s *Spool) ReceiveFile(ctx context.Context, in Intake, path string, move bo
 	id, err := newID()
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: receive file from %s: %w", s.dir, in.Source, err)
-	}
-	if move {
-		st, err := s.stageLink(ctx, id, path, in.MaxSize)
-		if err == nil {
-			return s.commit(ctx, in, id, st)
-		}
-		if ctx.Err() != nil || errors.Is(err, ErrTooLarge) {
-			return nil, fmt.Errorf("spool %s: receive item %s from %s: %w", s.dir, id, in.Source, err)
-		}
-		s.log.Debug("spool: hard link not possible, copying", "id", id, "err", err)
 	}
 	f, err := openNoFollow(path)
 	if err != nil {
@@ -126,7 +101,10 @@ func (s *Spool) Reject(ctx context.Context, in Intake, size int64, reason string
 		if err := s.insertEvent(ctx, tx, id, EventRejected, now); err != nil {
 			return err
 		}
-		return putFingerprint(ctx, tx, in, id, now)
+		if err := audit(ctx, tx, id, "", StateRejected, now, "", actorOf(ctx, SourceActor(in.Source))); err != nil {
+			return err
+		}
+		return putFingerprint(ctx, tx, in.Source, in.Fingerprint, id, now)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: reject item %s from %s: %w", s.dir, id, in.Source, err)
@@ -135,223 +113,13 @@ func (s *Spool) Reject(ctx context.Context, in Intake, size int64, reason string
 	return it, nil
 }
 
-// PruneFingerprints forgets fingerprints of source that are not in present (the
-// fingerprints of the files a full scan just saw) and older than keep_done. A file
-// kept in its folder (after: keep) is thus never taken twice however long it
-// stays, while the table does not grow with files long gone.
-func (s *Spool) PruneFingerprints(ctx context.Context, source string, present map[string]bool) (int, error) {
-	cutoff := nanos(s.nowUTC().Add(-s.opts.KeepDone))
-	rows, err := s.r.QueryContext(ctx, `SELECT fp FROM fingerprints WHERE source = ? AND created_at < ?`, source, cutoff)
-	if err != nil {
-		return 0, fmt.Errorf("spool %s: prune fingerprints of %s: %w", s.dir, source, err)
-	}
-	var gone []string
-	for rows.Next() {
-		var fp string
-		if err := rows.Scan(&fp); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("spool %s: prune fingerprints of %s: %w", s.dir, source, err)
-		}
-		if !present[fp] {
-			gone = append(gone, fp)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("spool %s: prune fingerprints of %s: %w", s.dir, source, err)
-	}
-	if len(gone) == 0 {
-		return 0, nil
-	}
-	err = s.write(ctx, "prune fingerprints", func(tx *sql.Tx) error {
-		for _, fp := range gone {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM fingerprints WHERE source = ? AND fp = ?`, source, fp); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("spool %s: prune fingerprints of %s: %w", s.dir, source, err)
-	}
-	return len(gone), nil
-}
-
-// HasFingerprint reports whether an item of source was taken with this fingerprint.
-func (s *Spool) HasFingerprint(ctx context.Context, source, fingerprint string) (bool, error) {
-	var one int
-	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM fingerprints WHERE source = ? AND fp = ?`,
-		source, fingerprint).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("spool %s: fingerprint of %s: %w", s.dir, source, err)
-	}
-	return true, nil
-}
-
-// staged is a file durably in content/, not yet committed.
-type staged struct {
-	size         int64
-	sha256, sha1 string
-	head         []byte
-}
-
-// SpooledBytes is the size of all content held in the spool.
-func (s *Spool) SpooledBytes(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.r.QueryRowContext(ctx, `SELECT COALESCE(SUM(size), 0) FROM items WHERE stored = 1`).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("spool %s: spooled bytes: %w", s.dir, err)
-	}
-	return n, nil
-}
-
-// checkRoom says ErrFull when size more bytes would pass max_bytes or min_free_disk. It
-// returns how many bytes a stream of unknown size may still write (-1: no cap).
-// An empty spool takes anything, so a file larger than max_bytes still gets through
-// instead of being refused forever. The cap is soft: concurrent intakes are not
-// reserved against each other.
-func (s *Spool) checkRoom(ctx context.Context, size int64) (int64, error) {
-	allowed := int64(-1)
-	if s.opts.MaxBytes > 0 {
-		spooled, err := s.SpooledBytes(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if spooled > 0 {
-			if spooled+size > s.opts.MaxBytes {
-				return 0, fmt.Errorf("%d bytes spooled, max_bytes %d: %w", spooled, s.opts.MaxBytes, ErrFull)
-			}
-			allowed = s.opts.MaxBytes - spooled
-		}
-	}
-	if s.opts.MinFreeDisk > 0 {
-		free, err := freeDisk(s.dir)
-		if err != nil {
-			return 0, fmt.Errorf("free disk space: %w", err)
-		}
-		if free-size < s.opts.MinFreeDisk {
-			return 0, fmt.Errorf("%d bytes free, min_free_disk %d: %w", free, s.opts.MinFreeDisk, ErrFull)
-		}
-	}
-	return allowed, nil
-}
-
-// stageStream writes r to tmp/, hashing as it goes, and installs it in content/.
-func (s *Spool) stageStream(ctx context.Context, id string, maxSize, allowed int64, r io.Reader) (st staged, err error) {
-	tmp := filepath.Join(s.tmpDir(), id)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
-	if err != nil {
-		return st, fmt.Errorf("create temp file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			if isNoSpace(err) && !errors.Is(err, ErrFull) {
-				err = fmt.Errorf("%w: %w", ErrFull, err)
-			}
-		}
-	}()
-	h := newHasher()
-	var w io.Writer = io.MultiWriter(f, h)
-	if allowed >= 0 {
-		w = &capWriter{w: w, left: allowed}
-	}
-	src := io.Reader(ctxReader{ctx, r})
-	if maxSize > 0 {
-		src = io.LimitReader(src, maxSize+1)
-	}
-	n, err := io.CopyBuffer(w, src, make([]byte, copyBufSize))
-	if err != nil {
-		return st, fmt.Errorf("write temp file: %w", err)
-	}
-	if maxSize > 0 && n > maxSize {
-		return st, fmt.Errorf("more than %d bytes: %w", maxSize, ErrTooLarge)
-	}
-	if err := f.Sync(); err != nil {
-		return st, fmt.Errorf("fsync temp file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return st, fmt.Errorf("close temp file: %w", err)
-	}
-	if err := s.install(id, tmp); err != nil {
-		return st, err
-	}
-	return h.staged(n), nil
-}
-
-// stageLink hard-links path into tmp/, hashes the stored bytes, fsyncs them and
-// installs them in content/.
-func (s *Spool) stageLink(ctx context.Context, id, path string, maxSize int64) (st staged, err error) {
-	tmp := filepath.Join(s.tmpDir(), id)
-	if err := os.Link(path, tmp); err != nil {
-		return st, err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp) // our name only: the caller's file stays
-		}
-	}()
-	f, err := os.OpenFile(tmp, os.O_RDWR, 0)
-	if err != nil {
-		// Not writable by us; fsync works on a read-only descriptor where it matters.
-		if f, err = os.Open(tmp); err != nil {
-			return st, err
-		}
-	}
-	defer f.Close()
-	h := newHasher()
-	n, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, copyBufSize))
-	if err != nil {
-		return st, fmt.Errorf("read linked file: %w", err)
-	}
-	if maxSize > 0 && n > maxSize {
-		return st, fmt.Errorf("more than %d bytes: %w", maxSize, ErrTooLarge)
-	}
-	if err := f.Sync(); err != nil {
-		return st, fmt.Errorf("fsync linked file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return st, err
-	}
-	if err := s.install(id, tmp); err != nil {
-		return st, err
-	}
-	return h.staged(n), nil
-}
-
-// install renames a durable temp file to its content path and makes the rename durable.
-func (s *Spool) install(id, tmp string) error {
-	final := s.ContentPath(id)
-	shard := filepath.Dir(final)
-	if _, err := os.Stat(shard); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(shard, 0o750); err != nil {
-			return fmt.Errorf("create content folder: %w", err)
-		}
-		if err := syncDir(s.contentDir()); err != nil {
-			return fmt.Errorf("fsync content folder: %w", err)
-		}
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("move into content: %w", err)
-	}
-	if err := syncDir(shard); err != nil {
-		os.Remove(final)
-		return fmt.Errorf("fsync content folder: %w", err)
-	}
-	return nil
-}
-
-// commit inspects the stored bytes, applies dedupe and commits the row. On failure the
-// stored bytes are removed: the source still has them.
+// commit inspects the staged bytes, installs them with their description, applies
+// dedupe and commits the row. On failure the stored bytes are removed: the source
+// still has them.
 func (s *Spool) commit(ctx context.Context, in Intake, id string, st staged) (*Item, error) {
-	path := s.ContentPath(id)
 	var env *Envelope
 	if !in.NoInspect {
-		env = s.inspect(id, path)
+		env = s.inspect(id, st.tmp)
 	}
 	now := s.nowUTC()
 	it := newItem(in, id, now)
@@ -361,36 +129,15 @@ func (s *Spool) commit(ctx context.Context, in Intake, id string, st staged) (*I
 	it.ContentType = mimetype.Detect(st.head).String()
 	it.State = StateReceived
 	it.NextAttempt = now
-	var keys *Envelope
-	if env != nil {
-		keys = env
-		if env.ContentType != "" {
-			it.ContentType = env.ContentType
-		}
-		if env.DedupeKey != "" && env.ContentKey == "" {
-			// Without a content key the bytes are the content.
-			keys = new(Envelope)
-			*keys = *env
-			keys.ContentKey = "sha256:" + st.sha256
-		}
+	keys := envelopeKeys(env, st.sha256)
+	if env != nil && env.ContentType != "" {
+		it.ContentType = env.ContentType
+	}
+	if err := s.install(id, st, describe(it, in.Fingerprint, env, keys)); err != nil {
+		return nil, fmt.Errorf("spool %s: receive item %s from %s: %w", s.dir, id, in.Source, err)
 	}
 	err := s.write(ctx, "commit", func(tx *sql.Tx) error {
-		if err := s.dedupe(ctx, tx, it, keys, now); err != nil {
-			return err
-		}
-		if env != nil && len(env.Data) > 0 {
-			it.Envelope = mergeEnvelope(env.Data, it.Corrects, it.ControlIDReused)
-		}
-		dup := it.State == StateDuplicate
-		if err := insertItem(ctx, tx, it, !dup, keys); err != nil {
-			return err
-		}
-		if dup {
-			if err := s.insertEvent(ctx, tx, id, EventDuplicate, now); err != nil {
-				return err
-			}
-		}
-		return putFingerprint(ctx, tx, in, id, now)
+		return s.insertReceived(ctx, tx, it, in.Fingerprint, env, keys, actorOf(ctx, SourceActor(in.Source)))
 	})
 	if err != nil {
 		if rerr := s.removeContent(id); rerr != nil {
@@ -416,99 +163,56 @@ func (s *Spool) commit(ctx context.Context, in Intake, id string, st staged) (*I
 	return it, nil
 }
 
-// dedupe applies CONTRACT.md's duplicate and correction rules to it, inside the
-// transaction that inserts it, so two concurrent intakes of the same thing cannot both
-// pass.
-func (s *Spool) dedupe(ctx context.Context, tx *sql.Tx, it *Item, env *Envelope, now time.Time) error {
-	cutoff := nanos(now.Add(-s.opts.KeepDone))
-	// An item still in flight counts however old it is; a finished one for keep_done.
-	// A quarantined item is no original either: its stored bytes may be why it failed.
-	const live = `state NOT IN ('rejected', 'duplicate', 'quarantined')
-		AND (received_at >= ? OR state NOT IN ('published', 'done'))`
-	if env == nil || env.DedupeKey == "" {
-		var first string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM items WHERE source = ? AND sha256 = ? AND `+live+`
-			ORDER BY received_at, id LIMIT 1`, it.Source, it.SHA256, cutoff).Scan(&first)
-		switch {
-		case err == nil:
-			it.State, it.DuplicateOf = StateDuplicate, first
-		case !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("dedupe: %w", err)
-		}
-	} else {
-		rows, err := tx.QueryContext(ctx, `SELECT id, content_key FROM items WHERE dedupe_key = ? AND `+live+`
-			ORDER BY received_at, id`, env.DedupeKey, cutoff)
-		if err != nil {
-			return fmt.Errorf("dedupe: %w", err)
-		}
-		seen := false
-		for rows.Next() {
-			var id, ck string
-			if err := rows.Scan(&id, &ck); err != nil {
-				rows.Close()
-				return fmt.Errorf("dedupe: %w", err)
-			}
-			seen = true
-			if ck == env.ContentKey {
-				it.State, it.DuplicateOf = StateDuplicate, id
-				break
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("dedupe: %w", err)
-		}
-		// Same control id, other content: never dropped, flagged.
-		it.ControlIDReused = seen && it.State != StateDuplicate
+// envelopeKeys is the envelope dedupe works with: without a content key, the bytes are
+// the content.
+func envelopeKeys(env *Envelope, sha256 string) *Envelope {
+	if env == nil || env.DedupeKey == "" || env.ContentKey != "" {
+		return env
 	}
-	if it.State != StateDuplicate && env != nil && env.IsCorrection && env.OrderKey != "" {
-		var prev string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM items WHERE order_key = ?
-			AND state NOT IN ('rejected', 'duplicate') ORDER BY received_at DESC, id DESC LIMIT 1`,
-			env.OrderKey).Scan(&prev)
-		switch {
-		case err == nil:
-			it.Corrects = prev
-		case !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("find corrected item: %w", err)
-		}
-	}
-	return nil
+	keys := new(Envelope)
+	*keys = *env
+	keys.ContentKey = "sha256:" + sha256
+	return keys
 }
 
-// inspect runs the inspector; a panicking inspector is garbage in, not a failed intake.
-func (s *Spool) inspect(id, path string) (env *Envelope) {
-	if s.opts.Inspect == nil {
-		return nil
+// insertReceived applies dedupe to it (received) and inserts it with its audit row,
+// fingerprint and, for a duplicate, the duplicate event.
+func (s *Spool) insertReceived(ctx context.Context, tx *sql.Tx, it *Item, fingerprint string, env, keys *Envelope, actor string) error {
+	if err := s.dedupe(ctx, tx, it, keys, it.ReceivedAt); err != nil {
+		return err
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("spool: inspector panicked", "id", id, "panic", fmt.Sprint(r))
-			env = nil
+	if env != nil && len(env.Data) > 0 {
+		it.Envelope = mergeEnvelope(env.Data, it.Corrects, it.ControlIDReused)
+	}
+	dup := it.State == StateDuplicate
+	if err := insertItem(ctx, tx, it, !dup, keys); err != nil {
+		return err
+	}
+	if dup {
+		if err := s.insertEvent(ctx, tx, it.ID, EventDuplicate, it.ReceivedAt); err != nil {
+			return err
 		}
-	}()
-	return s.opts.Inspect(path)
+	}
+	if err := audit(ctx, tx, it.ID, "", it.State, it.ReceivedAt, it.SHA256, actor); err != nil {
+		return err
+	}
+	return putFingerprint(ctx, tx, it.Source, fingerprint, it.ID, it.ReceivedAt)
 }
 
-// mergeEnvelope adds corrects and control_id_reused to the envelope's JSON object, as
-// the event's data.hl7 carries them. Data that is not an object is kept as it is.
-func mergeEnvelope(data json.RawMessage, corrects string, reused bool) json.RawMessage {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil || m == nil {
-		return append(json.RawMessage(nil), data...)
+// describe is the sidecar of an item about to be committed.
+func describe(it *Item, fingerprint string, env, keys *Envelope) *sidecar {
+	sc := &sidecar{Version: sidecarVersion, ID: it.ID, Source: it.Source, SourceKind: it.SourceKind,
+		SourceRef: it.SourceRef, Filename: it.Filename, Size: it.Size, SHA256: it.SHA256, SHA1: it.SHA1,
+		ContentType: it.ContentType, Priority: it.Priority, ReceivedAt: it.ReceivedAt, Meta: it.Meta,
+		Fingerprint: fingerprint}
+	if keys != nil {
+		sc.DedupeKey, sc.ContentKey, sc.OrderKey = keys.DedupeKey, keys.ContentKey, keys.OrderKey
+		sc.IsCorrection = keys.IsCorrection
 	}
-	if corrects == "" {
-		m["corrects"] = json.RawMessage("null")
-	} else {
-		b, _ := json.Marshal(corrects)
-		m["corrects"] = b
+	if env != nil {
+		sc.Envelope = env.Data
 	}
-	m["control_id_reused"] = json.RawMessage(fmt.Sprint(reused))
-	out, err := json.Marshal(m)
-	if err != nil {
-		return append(json.RawMessage(nil), data...)
-	}
-	return out
+	return sc
 }
 
 func newItem(in Intake, id string, now time.Time) *Item {
@@ -556,20 +260,6 @@ func insertItem(ctx context.Context, tx *sql.Tx, it *Item, stored bool, env *Env
 	return nil
 }
 
-func putFingerprint(ctx context.Context, tx *sql.Tx, in Intake, id string, now time.Time) error {
-	if in.Fingerprint == "" {
-		return nil
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO fingerprints (source, fp, item_id, created_at)
-		VALUES (?, ?, ?, ?)
-		ON CONFLICT (source, fp) DO UPDATE SET item_id = excluded.item_id, created_at = excluded.created_at`,
-		in.Source, in.Fingerprint, id, nanos(now))
-	if err != nil {
-		return fmt.Errorf("fingerprint: %w", err)
-	}
-	return nil
-}
-
 // insertEvent adds one outbox row per sink. The same event twice is one row per sink
 // (its id is derived from item and type, so it would be the same event anyway).
 func (s *Spool) insertEvent(ctx context.Context, tx *sql.Tx, id, typ string, now time.Time) error {
@@ -589,54 +279,4 @@ func newID() (string, error) {
 		return "", fmt.Errorf("new item id: %w", err)
 	}
 	return u.String(), nil
-}
-
-// hasher computes both digests and keeps the head for sniffing, in one pass.
-type hasher struct {
-	s256, s1 hash.Hash
-	head     []byte
-}
-
-func newHasher() *hasher {
-	return &hasher{s256: sha256.New(), s1: sha1.New(), head: make([]byte, 0, sniffLen)}
-}
-
-func (h *hasher) Write(p []byte) (int, error) {
-	h.s256.Write(p)
-	h.s1.Write(p)
-	if n := sniffLen - len(h.head); n > 0 {
-		h.head = append(h.head, p[:min(n, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (h *hasher) staged(n int64) staged {
-	return staged{size: n, sha256: hex.EncodeToString(h.s256.Sum(nil)),
-		sha1: hex.EncodeToString(h.s1.Sum(nil)), head: h.head}
-}
-
-// capWriter fails with ErrFull once more than left bytes were written.
-type capWriter struct {
-	w    io.Writer
-	left int64
-}
-
-func (c *capWriter) Write(p []byte) (int, error) {
-	if int64(len(p)) > c.left {
-		return 0, fmt.Errorf("max_bytes reached while writing: %w", ErrFull)
-	}
-	c.left -= int64(len(p))
-	return c.w.Write(p)
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

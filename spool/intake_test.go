@@ -93,10 +93,8 @@ func TestMaxSize(t *testing.T) {
 	}
 	src := filepath.Join(t.TempDir(), "big")
 	os.WriteFile(src, make([]byte, 11), 0o600)
-	for _, move := range []bool{false, true} {
-		if _, err := s.ReceiveFile(ctx, in, src, move); !errors.Is(err, ErrTooLarge) {
-			t.Fatalf("ReceiveFile move=%v: %v, want ErrTooLarge", move, err)
-		}
+	if _, err := s.ReceiveFile(ctx, in, src); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("ReceiveFile: %v, want ErrTooLarge", err)
 	}
 	if left := filesUnder(t, filepath.Join(dir, "tmp")); len(left) != 0 {
 		t.Fatalf("temp files left: %v", left)
@@ -127,7 +125,7 @@ func TestFull(t *testing.T) {
 	receive(t, s, in, bytes.Repeat([]byte("a"), 600))
 	src := filepath.Join(t.TempDir(), "f")
 	os.WriteFile(src, bytes.Repeat([]byte("b"), 600), 0o600)
-	if _, err := s.ReceiveFile(ctx, in, src, false); !errors.Is(err, ErrFull) {
+	if _, err := s.ReceiveFile(ctx, in, src); !errors.Is(err, ErrFull) {
 		t.Fatalf("ReceiveFile past max_bytes: %v, want ErrFull", err)
 	}
 	// A stream of unknown size is stopped when it passes the cap.
@@ -155,34 +153,34 @@ func TestReceiveFile(t *testing.T) {
 	s := openTest(t, Options{Dir: dir})
 	srcDir := filepath.Join(dir, "inbox") // same filesystem as the spool
 	os.Mkdir(srcDir, 0o700)
-	for _, move := range []bool{true, false} {
+	for _, name := range []string{"f", "g"} {
 		data := make([]byte, 70_000)
 		rand.Read(data)
-		src := filepath.Join(srcDir, "f")
+		src := filepath.Join(srcDir, name)
 		if err := os.WriteFile(src, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		it, err := s.ReceiveFile(ctx, Intake{Source: "lab"}, src, move)
+		it, err := s.ReceiveFile(ctx, Intake{Source: "lab"}, src)
 		if err != nil {
-			t.Fatalf("ReceiveFile move=%v: %v", move, err)
+			t.Fatalf("ReceiveFile %s: %v", name, err)
 		}
 		if it.SHA256 != hexSHA256(data) || it.SHA1 != hexSHA1(data) || it.Size != int64(len(data)) {
-			t.Fatalf("move=%v: digests or size wrong", move)
+			t.Fatalf("%s: digests or size wrong", name)
 		}
 		a, _ := os.Stat(src)
 		b, _ := os.Stat(s.ContentPath(it.ID))
-		if os.SameFile(a, b) != move {
-			t.Fatalf("move=%v: stored file is the same file: %v", move, os.SameFile(a, b))
+		if os.SameFile(a, b) {
+			t.Fatalf("%s: the stored file is the source file, not a copy", name)
 		}
 		if err := os.Remove(src); err != nil { // the caller releases its own name
 			t.Fatal(err)
 		}
 		stored, err := os.ReadFile(s.ContentPath(it.ID))
 		if err != nil || !bytes.Equal(stored, data) {
-			t.Fatalf("move=%v: stored bytes differ after the source went (%v)", move, err)
+			t.Fatalf("%s: stored bytes differ after the source went (%v)", name, err)
 		}
 	}
-	if _, err := s.ReceiveFile(ctx, Intake{Source: "lab"}, filepath.Join(srcDir, "missing"), true); err == nil {
+	if _, err := s.ReceiveFile(ctx, Intake{Source: "lab"}, filepath.Join(srcDir, "missing")); err == nil {
 		t.Fatal("missing file: no error")
 	}
 	if left := filesUnder(t, filepath.Join(dir, "tmp")); len(left) != 0 {
@@ -518,10 +516,8 @@ func TestReceiveFileRefusesSymlink(t *testing.T) {
 	if err := os.Symlink(secret, link); err != nil {
 		t.Skip("no symlinks here:", err)
 	}
-	for _, move := range []bool{false, true} {
-		if it, err := s.ReceiveFile(context.Background(), Intake{Source: "lab"}, link, move); err == nil {
-			t.Fatalf("move=%v: symlink received as item %s", move, it.ID)
-		}
+	if it, err := s.ReceiveFile(context.Background(), Intake{Source: "lab"}, link); err == nil {
+		t.Fatalf("symlink received as item %s", it.ID)
 	}
 	if items, _ := s.List(context.Background(), ListFilter{}); len(items) != 0 {
 		t.Fatalf("%d items stored from a symlink", len(items))

@@ -34,6 +34,7 @@ func (s *Spool) Lease(ctx context.Context, owner string, ttl time.Duration) (*It
 		if err != nil {
 			return err
 		}
+		from := it.State
 		it.State = StateUploading
 		it.LeaseOwner = owner
 		it.LeaseUntil = now.Add(ttl)
@@ -42,7 +43,10 @@ func (s *Spool) Lease(ctx context.Context, owner string, ttl time.Duration) (*It
 		_, err = tx.ExecContext(ctx, `UPDATE items SET state = 'uploading', lease_owner = ?,
 			lease_until = ?, tries = tries + 1, updated_at = ? WHERE id = ?`,
 			owner, nanos(it.LeaseUntil), n, it.ID)
-		return err
+		if err != nil || from == StateUploading {
+			return err // a lease taken over from a dead owner is no change of state
+		}
+		return audit(ctx, tx, it.ID, from, StateUploading, now, it.SHA256, actorOf(ctx, ActorUploader))
 	})
 	if errors.Is(err, ErrEmpty) {
 		return nil, ErrEmpty
@@ -128,7 +132,12 @@ func (s *Spool) MarkVerified(ctx context.Context, id, owner, location string) er
 	err := s.leased(ctx, "mark verified", id, owner, `state = 'verified', location = ?, verified_at = ?,
 		lease_owner = '', lease_until = 0, last_error = '', updated_at = ?`,
 		[]any{location, nanos(now), nanos(now)},
-		func(tx *sql.Tx) error { return s.insertEvent(ctx, tx, id, EventVerified, now) })
+		func(tx *sql.Tx) error {
+			if err := s.insertEvent(ctx, tx, id, EventVerified, now); err != nil {
+				return err
+			}
+			return auditItem(ctx, tx, id, StateUploading, StateVerified, now, actorOf(ctx, ActorUploader))
+		})
 	if err == nil {
 		s.log.Info("spool: verified", "id", id)
 	}
@@ -138,9 +147,13 @@ func (s *Spool) MarkVerified(ctx context.Context, id, owner, location string) er
 // MarkWaiting ends the lease with a transient failure: retry at next. counted=true
 // increments Attempts (the server answered about this file: 5xx, 460).
 func (s *Spool) MarkWaiting(ctx context.Context, id, owner string, next time.Time, reason string, counted bool) error {
+	now := s.nowUTC()
 	err := s.leased(ctx, "mark waiting", id, owner, `state = 'waiting', next_attempt = ?, last_error = ?,
 		attempts = attempts + ?, lease_owner = '', lease_until = 0, updated_at = ?`,
-		[]any{nanos(next), reason, boolInt(counted), nanos(s.nowUTC())}, nil)
+		[]any{nanos(next), reason, boolInt(counted), nanos(now)},
+		func(tx *sql.Tx) error {
+			return auditItem(ctx, tx, id, StateUploading, StateWaiting, now, actorOf(ctx, ActorUploader))
+		})
 	if err == nil {
 		s.signal()
 	}
@@ -154,7 +167,12 @@ func (s *Spool) Quarantine(ctx context.Context, id, owner, reason string) error 
 	err := s.leased(ctx, "quarantine", id, owner, `state = 'quarantined', reason = ?, last_error = ?,
 		lease_owner = '', lease_until = 0, updated_at = ?`,
 		[]any{reason, reason, nanos(now)},
-		func(tx *sql.Tx) error { return s.insertEvent(ctx, tx, id, EventQuarantined, now) })
+		func(tx *sql.Tx) error {
+			if err := s.insertEvent(ctx, tx, id, EventQuarantined, now); err != nil {
+				return err
+			}
+			return auditItem(ctx, tx, id, StateUploading, StateQuarantined, now, actorOf(ctx, ActorUploader))
+		})
 	if err == nil {
 		s.log.Warn("spool: quarantined", "id", id, "reason", reason)
 	}
@@ -162,29 +180,33 @@ func (s *Spool) Quarantine(ctx context.Context, id, owner, reason string) error 
 }
 
 // Retry puts a quarantined (or waiting) item back to received with attempts reset.
-// The upload URL is kept: the uploader HEADs it and starts again on 404.
-// ErrNotFound for an unknown id, ErrNotRetryable for an item in another state.
+// The upload URL is kept: the uploader HEADs it and starts again on 404. It bumps the
+// wake counter, so an agent in another process notices at once (WakeCounter).
+// ErrNotFound for an unknown id, ErrNotRetryable for an item in another state. The
+// audit actor is cli unless ctx says otherwise (WithActor).
 func (s *Spool) Retry(ctx context.Context, id string) error {
 	now := s.nowUTC()
 	err := s.write(ctx, "retry", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE items SET state = 'received', attempts = 0,
-			next_attempt = ?, lease_owner = '', lease_until = 0, reason = '', updated_at = ?
-			WHERE id = ? AND state IN ('quarantined', 'waiting')`, nanos(now), nanos(now), id)
+		var st, digest string
+		err := tx.QueryRowContext(ctx, `SELECT state, sha256 FROM items WHERE id = ?`, id).Scan(&st, &digest)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			var st string
-			err := tx.QueryRowContext(ctx, `SELECT state FROM items WHERE id = ?`, id).Scan(&st)
-			if errors.Is(err, sql.ErrNoRows) {
-				return ErrNotFound
-			}
-			if err != nil {
-				return err
-			}
+		if st != string(StateQuarantined) && st != string(StateWaiting) {
 			return fmt.Errorf("state %s: %w", st, ErrNotRetryable)
 		}
-		return nil
+		if _, err := tx.ExecContext(ctx, `UPDATE items SET state = 'received', attempts = 0,
+			next_attempt = ?, lease_owner = '', lease_until = 0, reason = '', updated_at = ?
+			WHERE id = ?`, nanos(now), nanos(now), id); err != nil {
+			return err
+		}
+		if err := audit(ctx, tx, id, State(st), StateReceived, now, digest, actorOf(ctx, ActorCLI)); err != nil {
+			return err
+		}
+		return bumpWake(ctx, tx)
 	})
 	if err != nil {
 		return fmt.Errorf("spool %s: retry item %s: %w", s.dir, id, err)
@@ -200,16 +222,42 @@ func (s *Spool) RetryState(ctx context.Context, state State) (int, error) {
 		return 0, fmt.Errorf("spool %s: retry state %q: %w", s.dir, state, ErrNotRetryable)
 	}
 	now := s.nowUTC()
-	var n int64
+	var n int
 	err := s.write(ctx, "retry", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE items SET state = 'received', attempts = 0,
-			next_attempt = ?, lease_owner = '', lease_until = 0, reason = '', updated_at = ?
-			WHERE state = ?`, nanos(now), nanos(now), string(state))
+		rows, err := tx.QueryContext(ctx, `SELECT id, sha256 FROM items WHERE state = ? ORDER BY received_at, id`, string(state))
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
-		return err
+		var ids, digests []string
+		for rows.Next() {
+			var id, d string
+			if err := rows.Scan(&id, &d); err != nil {
+				rows.Close()
+				return err
+			}
+			ids, digests = append(ids, id), append(digests, d)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		al := newAuditLog(tx)
+		actor := actorOf(ctx, ActorCLI)
+		for i, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE items SET state = 'received', attempts = 0,
+				next_attempt = ?, lease_owner = '', lease_until = 0, reason = '', updated_at = ?
+				WHERE id = ?`, nanos(now), nanos(now), id); err != nil {
+				return err
+			}
+			if err := al.add(ctx, id, state, StateReceived, now, digests[i], actor); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		if n == 0 {
+			return nil
+		}
+		return bumpWake(ctx, tx)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("spool %s: retry %s items: %w", s.dir, state, err)
@@ -218,5 +266,56 @@ func (s *Spool) RetryState(ctx context.Context, state State) (int, error) {
 		s.log.Info("spool: retry", "state", state, "count", n)
 		s.signal()
 	}
+	return n, nil
+}
+
+func bumpWake(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `UPDATE totals SET value = value + 1 WHERE name = 'wake'`)
+	return err
+}
+
+// Wake bumps the wake counter: every process polling WakeCounter looks for due items
+// at once (e.g. after the upload link came back, so items waiting out a backoff are
+// tried now). Retry and RetryState bump it themselves.
+func (s *Spool) Wake(ctx context.Context) error {
+	if err := s.write(ctx, "wake", func(tx *sql.Tx) error { return bumpWake(ctx, tx) }); err != nil {
+		return fmt.Errorf("spool %s: %w", s.dir, err)
+	}
+	s.signal()
+	return nil
+}
+
+// WakeCounter is a number that changes whenever an item was made leasable early by any
+// process (Retry, RetryState, Wake); one indexed row read, cheap enough to poll every
+// 250 ms. An uploader that sees it change stops its backoff sleep and leases; items
+// whose next attempt is still in the future stay waiting (Retry makes its item
+// received, so it is due at once).
+func (s *Spool) WakeCounter(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.r.QueryRowContext(ctx, `SELECT value FROM totals WHERE name = 'wake'`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("spool %s: wake counter: %w", s.dir, err)
+	}
+	return n, nil
+}
+
+// WakeWaiting makes every waiting item due now (their backoff was about the link, which
+// is back) and bumps the wake counter; attempts are kept. It returns how many items.
+func (s *Spool) WakeWaiting(ctx context.Context) (int, error) {
+	now := nanos(s.nowUTC())
+	var n int64
+	err := s.write(ctx, "wake waiting", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE items SET next_attempt = ? WHERE state = 'waiting' AND next_attempt > ?`, now, now)
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		return bumpWake(ctx, tx)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("spool %s: wake waiting items: %w", s.dir, err)
+	}
+	s.signal()
 	return int(n), nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -47,72 +48,142 @@ func scanEvents(rows *sql.Rows) ([]OutboxEvent, error) {
 
 // MarkPublished marks one outbox row published. When all rows of an item's verified
 // event are published the item becomes published, its bytes are removed, then done.
-// Marking a row twice is harmless.
+// Marking a row twice is harmless; an unknown seq is ErrNotFound. A publisher with
+// several events at hand should use MarkPublishedBatch.
 func (s *Spool) MarkPublished(ctx context.Context, seq int64) error {
+	found, err := s.markPublished(ctx, []int64{seq})
+	if err == nil && found == 0 {
+		err = fmt.Errorf("spool %s: mark event %d published: %w", s.dir, seq, ErrNotFound)
+	}
+	return err
+}
+
+// MarkPublishedBatch is MarkPublished for many outbox rows in one transaction (group
+// commit), plus one more for the items it finishes. Seqs that no longer exist (swept)
+// are skipped. The audit actor is publisher unless ctx says otherwise.
+func (s *Spool) MarkPublishedBatch(ctx context.Context, seqs []int64) error {
+	_, err := s.markPublished(ctx, seqs)
+	return err
+}
+
+func (s *Spool) markPublished(ctx context.Context, seqs []int64) (int, error) {
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	now := s.nowUTC()
+	actor := actorOf(ctx, ActorPublisher)
 	var (
-		itemID, typ string
-		finish      bool
+		finish []string
+		found  int
 	)
-	now := nanos(s.nowUTC())
 	err := s.write(ctx, "publish", func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT item_id, type FROM outbox WHERE seq = ?`, seq).Scan(&itemID, &typ)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
+		finish, found = finish[:0], 0
+		var candidates []string
+		seen := map[string]bool{}
+		for start := 0; start < len(seqs); start += 500 {
+			chunk := seqs[start:min(start+500, len(seqs))]
+			in, args := inList(chunk)
+			rows, err := tx.QueryContext(ctx, `SELECT item_id, type FROM outbox WHERE seq IN (`+in+`)`, args...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var itemID, typ string
+				if err := rows.Scan(&itemID, &typ); err != nil {
+					rows.Close()
+					return err
+				}
+				found++
+				if typ == EventVerified && !seen[itemID] {
+					seen[itemID] = true
+					candidates = append(candidates, itemID)
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET published_at = ? WHERE published_at = 0 AND seq IN (`+in+`)`,
+				append([]any{nanos(now)}, args...)...); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return err
+		al := newAuditLog(tx)
+		for _, id := range candidates {
+			// Published once every sink has the verified event.
+			var digest string
+			err := tx.QueryRowContext(ctx, `UPDATE items SET state = 'published', updated_at = ?
+				WHERE id = ? AND state = 'verified' AND NOT EXISTS (SELECT 1 FROM outbox o
+					WHERE o.item_id = items.id AND o.type = ? AND o.published_at = 0)
+				RETURNING sha256`, nanos(now), id, EventVerified).Scan(&digest)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // events left, or already published (recovery or Sweep finishes it)
+			}
+			if err != nil {
+				return err
+			}
+			if err := al.add(ctx, id, StateVerified, StatePublished, now, digest, actor); err != nil {
+				return err
+			}
+			finish = append(finish, id)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET published_at = ? WHERE seq = ? AND published_at = 0`,
-			now, seq); err != nil {
-			return err
-		}
-		if typ != EventVerified {
-			return nil
-		}
-		var left int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE item_id = ? AND type = ?
-			AND published_at = 0`, itemID, typ).Scan(&left); err != nil {
-			return err
-		}
-		if left > 0 {
-			return nil
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE items SET state = 'published', updated_at = ?
-			WHERE id = ? AND state = 'verified'`, now, itemID); err != nil {
-			return err
-		}
-		var st string
-		if err := tx.QueryRowContext(ctx, `SELECT state FROM items WHERE id = ?`, itemID).Scan(&st); err != nil {
-			return err
-		}
-		finish = st == string(StatePublished)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("spool %s: mark event %d published: %w", s.dir, seq, err)
+		if len(seqs) == 1 {
+			return 0, fmt.Errorf("spool %s: mark event %d published: %w", s.dir, seqs[0], err)
+		}
+		return 0, fmt.Errorf("spool %s: mark %d events published: %w", s.dir, len(seqs), err)
 	}
-	if finish {
-		return s.finish(ctx, itemID)
-	}
-	return nil
+	return found, s.finish(WithActor(ctx, actor), finish...)
 }
 
-// finish removes a published item's bytes and marks it done. Crash-safe in either
-// order of events: recovery calls it again for items still published.
-func (s *Spool) finish(ctx context.Context, id string) error {
-	if err := s.removeContent(id); err != nil {
-		return fmt.Errorf("spool %s: remove content of item %s: %w", s.dir, id, err)
+// finish removes published items' bytes and marks them done, in one transaction.
+// Crash-safe in either order of events: recovery calls it again for items still
+// published.
+func (s *Spool) finish(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
 	}
+	removed := ids[:0:0]
+	var first error
+	for _, id := range ids {
+		if err := s.removeContent(id); err != nil {
+			// On Windows a file still open elsewhere cannot be deleted; Sweep tries again.
+			if first == nil {
+				first = fmt.Errorf("spool %s: remove content of item %s: %w", s.dir, id, err)
+			}
+			continue
+		}
+		removed = append(removed, id)
+	}
+	now := s.nowUTC()
+	actor := actorOf(ctx, ActorPublisher)
 	err := s.write(ctx, "finish", func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE items SET state = 'done', stored = 0, updated_at = ?
-			WHERE id = ? AND state = 'published'`, nanos(s.nowUTC()), id)
-		return err
+		al := newAuditLog(tx)
+		for _, id := range removed {
+			var digest string
+			err := tx.QueryRowContext(ctx, `UPDATE items SET state = 'done', stored = 0, updated_at = ?
+				WHERE id = ? AND state = 'published' RETURNING sha256`, nanos(now), id).Scan(&digest)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := al.add(ctx, id, StatePublished, StateDone, now, digest, actor); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("spool %s: finish item %s: %w", s.dir, id, err)
+		return fmt.Errorf("spool %s: finish %d items: %w", s.dir, len(removed), err)
 	}
-	s.log.Debug("spool: done", "id", id)
-	return nil
+	for _, id := range removed {
+		s.log.Debug("spool: done", "id", id)
+	}
+	return first
 }
 
 // Events returns the outbox events (one per item and type, any sink) created in
@@ -135,4 +206,13 @@ func (s *Spool) Events(ctx context.Context, since, until time.Time) ([]OutboxEve
 		return nil, fmt.Errorf("spool %s: events: %w", s.dir, err)
 	}
 	return evs, nil
+}
+
+// inList is "?, ?, ?" for n values, and the values as arguments.
+func inList(vals []int64) (string, []any) {
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = v
+	}
+	return strings.Repeat("?, ", len(vals)-1) + "?", args
 }

@@ -152,6 +152,12 @@ func TestRecovery(t *testing.T) {
 	if la.ID != a.ID || lb.ID != b.ID || lc.ID != c.ID {
 		t.Fatalf("leased %s %s %s, want a b c in order", la.ID, lb.ID, lc.ID)
 	}
+	// d: stored with its description, but its row is gone (a crash between install and
+	// commit, or rows lost with the WAL): it must be taken back, not deleted.
+	d := receive(t, s, Intake{Source: "lab", Priority: PriorityLow}, []byte("d"))
+	if _, err := s.w.Exec(`DELETE FROM items WHERE id = ?`, d.ID); err != nil {
+		t.Fatal(err)
+	}
 	s.Close()
 	// Leftovers of a crash: a half-written temp file, content without a row, and the
 	// bytes of a duplicate that were not yet removed.
@@ -167,10 +173,18 @@ func TestRecovery(t *testing.T) {
 	if left := filesUnder(t, filepath.Join(dir, "tmp")); len(left) != 0 {
 		t.Fatalf("temp files after recovery: %v", left)
 	}
-	for _, p := range []string{orphan, dupPath, s.ContentPath(b.ID), s.ContentPath(c.ID)} {
+	for _, p := range []string{dupPath, s.ContentPath(b.ID), s.ContentPath(c.ID)} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Fatalf("%s still there after recovery (%v)", p, err)
 		}
+	}
+	// Content the database does not know and that has no description is never deleted.
+	if b, err := os.ReadFile(orphan); err != nil || string(b) != "o" {
+		t.Fatalf("undescribed content removed by recovery: %v", err)
+	}
+	back := mustState(t, s, d.ID, StateReceived)
+	if back.SHA256 != d.SHA256 || back.Size != 1 || back.Priority != PriorityLow || !back.ReceivedAt.Equal(d.ReceivedAt) {
+		t.Fatalf("taken back: %+v\nwant as received: %+v", back, d)
 	}
 	got := mustState(t, s, a.ID, StateUploading)
 	if got.LeaseOwner != "" || got.UploadURL != "http://u/a" {

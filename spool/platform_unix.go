@@ -47,17 +47,15 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// freeDisk is the space available to this (unprivileged) user on dir's filesystem.
-func freeDisk(dir string) (int64, error) {
+// freeDisk is the space available to this (unprivileged) user on dir's filesystem,
+// and the filesystem's size.
+func freeDisk(dir string) (free, total int64, err error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	free := uint64(st.Bavail) * uint64(st.Bsize)
-	if free > 1<<62 {
-		free = 1 << 62
-	}
-	return int64(free), nil
+	clamp := func(n uint64) int64 { return int64(min(n, 1<<62)) }
+	return clamp(uint64(st.Bavail) * uint64(st.Bsize)), clamp(uint64(st.Blocks) * uint64(st.Bsize)), nil
 }
 
 func isNoSpace(err error) bool {

@@ -40,20 +40,17 @@ func (l *fileLock) unlock() error {
 // journals the rename itself.
 func syncDir(string) error { return nil }
 
-// freeDisk is the space available to this user on dir's volume.
-func freeDisk(dir string) (int64, error) {
+// freeDisk is the space available to this user on dir's volume, and the volume's size.
+func freeDisk(dir string) (free, size int64, err error) {
 	p, err := windows.UTF16PtrFromString(dir)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var avail, total, totalFree uint64
 	if err := windows.GetDiskFreeSpaceEx(p, &avail, &total, &totalFree); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if avail > 1<<62 {
-		avail = 1 << 62
-	}
-	return int64(avail), nil
+	return int64(min(avail, 1<<62)), int64(min(total, 1<<62)), nil
 }
 
 func isNoSpace(err error) bool {

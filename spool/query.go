@@ -88,7 +88,8 @@ func (s *Spool) Counts(ctx context.Context) (Counts, error) {
 }
 
 // Sweep deletes finished rows (done, rejected, duplicate) older than keep_done, with
-// their outbox rows (fingerprints go by PruneFingerprints). A row with an event not yet published stays.
+// their outbox rows (fingerprints go by PruneFingerprints), and audit rows older than
+// keep_audit. A row with an event not yet published stays.
 // It also finishes published items whose bytes could not be removed earlier (on
 // Windows a file still open elsewhere cannot be deleted). Call it now and then.
 func (s *Spool) Sweep(ctx context.Context) (int, error) {
@@ -113,6 +114,13 @@ func (s *Spool) Sweep(ctx context.Context) (int, error) {
 	}
 	if n > 0 {
 		s.log.Info("spool: swept finished items", "count", n)
+	}
+	a, err := s.sweepAudit(ctx)
+	if err != nil {
+		return int(n), err
+	}
+	if a > 0 {
+		s.log.Info("spool: swept audit rows older than keep_audit", "count", a)
 	}
 	return int(n), nil
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // schemaVersion is stored in PRAGMA user_version; bump it with a migration step.
-const schemaVersion = 1
+const schemaVersion = 2
 
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS items (
@@ -75,16 +75,93 @@ var schema = []string{
 	`CREATE INDEX IF NOT EXISTS fingerprints_item ON fingerprints(item_id)`,
 }
 
+// schemaV2 adds the running totals (spooled bytes, the wake counter, the audit
+// cut-off) and the audit trail. Triggers keep stored_bytes in the transaction that
+// changes a row, so intake never sums the table.
+var schemaV2 = []string{
+	`CREATE TABLE IF NOT EXISTS totals (
+		name  TEXT PRIMARY KEY,
+		value INTEGER NOT NULL
+	)`,
+	`INSERT OR IGNORE INTO totals (name, value) VALUES
+		('stored_bytes', (SELECT COALESCE(SUM(size), 0) FROM items WHERE stored = 1)),
+		('wake', 0),
+		('audit_cutoff', 0)`,
+	`CREATE TRIGGER IF NOT EXISTS items_bytes_insert AFTER INSERT ON items WHEN NEW.stored = 1
+	BEGIN
+		UPDATE totals SET value = value + NEW.size WHERE name = 'stored_bytes';
+	END`,
+	`CREATE TRIGGER IF NOT EXISTS items_bytes_update AFTER UPDATE OF stored, size ON items
+		WHEN OLD.stored != NEW.stored OR OLD.size != NEW.size
+	BEGIN
+		UPDATE totals SET value = value - (CASE WHEN OLD.stored = 1 THEN OLD.size ELSE 0 END)
+			+ (CASE WHEN NEW.stored = 1 THEN NEW.size ELSE 0 END) WHERE name = 'stored_bytes';
+	END`,
+	`CREATE TRIGGER IF NOT EXISTS items_bytes_delete AFTER DELETE ON items WHEN OLD.stored = 1
+	BEGIN
+		UPDATE totals SET value = value - OLD.size WHERE name = 'stored_bytes';
+	END`,
+	// One row per state change; hash = SHA-256 of the row's canonical text, which
+	// includes prev_hash, the previous row's hash (see audit.go).
+	`CREATE TABLE IF NOT EXISTS audit (
+		seq        INTEGER PRIMARY KEY,
+		item_id    TEXT NOT NULL,
+		from_state TEXT NOT NULL,
+		to_state   TEXT NOT NULL,
+		at         INTEGER NOT NULL,
+		sha256     TEXT NOT NULL,
+		actor      TEXT NOT NULL,
+		prev_hash  TEXT NOT NULL,
+		hash       TEXT NOT NULL
+	)`,
+	`CREATE INDEX IF NOT EXISTS audit_at ON audit(at)`,
+	// What the retention sweep left: the seq and hash of the last row it removed, so
+	// the first remaining row still links to something.
+	`CREATE TABLE IF NOT EXISTS audit_anchor (
+		id   INTEGER PRIMARY KEY CHECK (id = 1),
+		seq  INTEGER NOT NULL,
+		hash TEXT NOT NULL
+	)`,
+	`CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
+	BEGIN
+		SELECT RAISE(ABORT, 'audit rows are append-only');
+	END`,
+	// Only the retention sweep deletes, and only rows older than the cut-off it raised.
+	`CREATE TRIGGER IF NOT EXISTS audit_keep BEFORE DELETE ON audit
+		WHEN OLD.at >= (SELECT value FROM totals WHERE name = 'audit_cutoff')
+	BEGIN
+		SELECT RAISE(ABORT, 'audit rows are kept until spool.keep_audit has passed');
+	END`,
+}
+
+// userVersion is the schema version the database file says it has (0: no schema).
+func userVersion(ctx context.Context, db *sql.DB) (int, error) {
+	var v int
+	err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v)
+	return v, err
+}
+
+// migrate brings the schema up to schemaVersion. A database already there is not
+// written to at all: a full disk must not stop the agent from starting.
 func (s *Spool) migrate(ctx context.Context) error {
+	v, err := userVersion(ctx, s.w)
+	if err != nil {
+		return err
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("database schema %d is newer than this courier (%d)", v, schemaVersion)
+	}
+	if v == schemaVersion {
+		return nil
+	}
 	return s.write(ctx, "migrate", func(tx *sql.Tx) error {
-		var v int
 		if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
 			return err
 		}
-		if v > schemaVersion {
-			return fmt.Errorf("database schema %d is newer than this courier (%d)", v, schemaVersion)
+		if v == schemaVersion {
+			return nil // another process migrated meanwhile
 		}
-		for _, q := range schema {
+		for _, q := range append(schema, schemaV2...) {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
 			}

@@ -7,20 +7,26 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// Options configure a spool. Zero values mean: no cap, keep_done 168h.
+// Options configure a spool. Zero values mean: no cap, keep_done 168h, keep_audit 2 years.
 type Options struct {
-	Dir         string        // agent.data_dir: spool.db and content/ live here
-	MaxBytes    int64         // spool.max_bytes; 0 = no cap
-	MinFreeDisk int64         // spool.min_free_disk; 0 = no floor
+	Dir string // agent.data_dir: spool.db and content/ live here
+	// MaxBytes is spool.max_bytes; 0 = no cap.
+	MaxBytes int64
+	// MinFreeDisk is spool.min_free_disk. Intake also keeps a reserve for the database
+	// (see room.go) whatever this says, 0 included.
+	MinFreeDisk int64
 	KeepDone    time.Duration // spool.keep_done
+	KeepAudit   time.Duration // spool.keep_audit: how long audit rows stay
 	// Sinks names the event sinks ("file", "mqtt"). Each event gets one outbox row per sink;
 	// an item becomes published when every sink has its event. Empty means one sink
 	// named "default". On a non-shared Open with Sinks set, unpublished rows of sinks no
@@ -31,7 +37,8 @@ type Options struct {
 	Logger  *slog.Logger
 	Now     func() time.Time // for tests; nil = time.Now
 	// Shared opens without the process lock and without recovery, for CLI commands
-	// (status, spool ls/show/retry, events replay) run beside a live agent.
+	// (spool ls/show/retry, events replay) run beside a live agent. Status, which must
+	// never write, uses OpenReadOnly.
 	Shared bool
 }
 
@@ -44,6 +51,9 @@ const DefaultSink = "default"
 // busyTimeout is how long a write waits for another connection or process (a CLI
 // command beside the agent) to finish its transaction.
 const busyTimeout = 30 * time.Second
+
+// RecoverCommand is what an operator runs when the database is lost or damaged.
+const RecoverCommand = "courier spool recover --config <the agent's config file>"
 
 // ListFilter selects items for List.
 type ListFilter struct {
@@ -61,22 +71,52 @@ type Spool struct {
 
 	// w has exactly one connection and begins IMMEDIATE transactions: writes of this
 	// process are serialised by the pool, writes of other processes by busy_timeout.
+	// Read-only spools have none.
 	w *sql.DB
 	// r is a pool of read-only connections; WAL lets them read while w writes.
 	r *sql.DB
+	// legacy: a read-only open of a database from before the running totals.
+	legacy bool
 
-	lock  *fileLock // nil when Shared
+	lock  *fileLock // nil when Shared or read-only
 	ready chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
+type openMode int
+
+const (
+	modeAgent    openMode = iota // lock, checks, migrate, recovery
+	modeShared                   // checks, migrate
+	modeReadOnly                 // checks only, nothing written
+	modeRecover                  // lock; a damaged database is moved aside (Recover)
+)
+
 // Open opens (creating if needed) the spool in opts.Dir, takes the process lock
-// (ErrLocked if another process holds it), and recovers: removes half-written temp
-// files, clears stale leases so uploading items resume, finishes items whose
-// events were all published.
+// (ErrLocked if another process holds it), checks the database (ErrCorrupt,
+// ErrNeedsRecovery: both say to run RecoverCommand) and recovers: removes
+// half-written temp files, clears stale leases so uploading items resume, finishes
+// items whose events were all published, and takes back content the database does
+// not know (from its description) instead of deleting it.
 func Open(ctx context.Context, opts Options) (*Spool, error) {
+	mode := modeAgent
+	if opts.Shared {
+		mode = modeShared
+	}
+	return open(ctx, opts, mode)
+}
+
+// OpenReadOnly opens the spool in dir for reading only (courier status): no lock, no
+// migration, no recovery, the database opened mode=ro and query_only, so it works on
+// a full disk and beside a running agent. A damaged database is ErrCorrupt, a lost
+// one ErrNeedsRecovery; a missing one is fs.ErrNotExist.
+func OpenReadOnly(ctx context.Context, dir string) (*Spool, error) {
+	return open(ctx, Options{Dir: dir}, modeReadOnly)
+}
+
+func open(ctx context.Context, opts Options, mode openMode) (*Spool, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("spool: Options.Dir is empty")
 	}
@@ -86,6 +126,9 @@ func Open(ctx context.Context, opts Options) (*Spool, error) {
 	}
 	if opts.KeepDone <= 0 {
 		opts.KeepDone = DefaultKeepDone
+	}
+	if opts.KeepAudit <= 0 {
+		opts.KeepAudit = DefaultKeepAudit
 	}
 	s := &Spool{
 		opts:  opts,
@@ -104,12 +147,18 @@ func Open(ctx context.Context, opts Options) (*Spool, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	for _, d := range []string{dir, s.contentDir(), s.tmpDir()} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return nil, fmt.Errorf("spool %s: create %s: %w", dir, d, err)
+	if mode == modeReadOnly {
+		if _, err := os.Stat(s.dbPath()); err != nil {
+			return nil, fmt.Errorf("spool %s: %w", dir, err)
+		}
+	} else {
+		for _, d := range []string{dir, s.contentDir(), s.tmpDir()} {
+			if err := os.MkdirAll(d, 0o750); err != nil {
+				return nil, fmt.Errorf("spool %s: create %s: %w", dir, d, err)
+			}
 		}
 	}
-	if !opts.Shared {
+	if mode == modeAgent || mode == modeRecover {
 		s.lock, err = lockFile(filepath.Join(dir, "lock"))
 		if err != nil {
 			if errors.Is(err, ErrLocked) {
@@ -118,11 +167,11 @@ func Open(ctx context.Context, opts Options) (*Spool, error) {
 			return nil, fmt.Errorf("spool %s: lock: %w", dir, err)
 		}
 	}
-	if err := s.openDB(ctx); err != nil {
+	if err := s.openDB(ctx, mode); err != nil {
 		s.Close()
 		return nil, err
 	}
-	if !opts.Shared {
+	if mode == modeAgent {
 		if err := s.recover(ctx); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("spool %s: recover: %w", dir, err)
@@ -132,35 +181,168 @@ func Open(ctx context.Context, opts Options) (*Spool, error) {
 	return s, nil
 }
 
-func (s *Spool) openDB(ctx context.Context) error {
-	path := filepath.Join(s.dir, "spool.db")
+func (s *Spool) dbPath() string { return filepath.Join(s.dir, "spool.db") }
+
+func (s *Spool) openDB(ctx context.Context, mode openMode) error {
+	path := s.dbPath()
 	common := fmt.Sprintf("_busy_timeout=%d&_foreign_keys=1", busyTimeout.Milliseconds())
 	// synchronous=FULL: a commit is on disk when it returns, which is what lets a source
 	// delete its file right after Receive.
 	wdsn := path + "?" + common + "&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"
 	rdsn := path + "?" + common + "&_query_only=1"
+	if mode == modeReadOnly {
+		// A file: URI so that SQLite itself opens the file read-only (mode=ro).
+		u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: "mode=ro&" + common + "&_query_only=1"}
+		if !strings.HasPrefix(u.Path, "/") {
+			u.Path = "/" + u.Path
+		}
+		rdsn = u.String()
+	}
 	var err error
-	if s.w, err = sql.Open("sqlite", wdsn); err != nil {
-		return fmt.Errorf("spool %s: open database: %w", s.dir, err)
-	}
-	// One connection: a transaction owns the writer until it ends, so code holding
-	// a transaction must never use s.w (or a method that does) before finishing it.
-	s.w.SetMaxOpenConns(1)
-	s.w.SetMaxIdleConns(1)
-	s.w.SetConnMaxIdleTime(0)
-	s.w.SetConnMaxLifetime(0)
-	if err := s.w.PingContext(ctx); err != nil {
-		return fmt.Errorf("spool %s: open database: %w", s.dir, err)
-	}
-	if err := s.migrate(ctx); err != nil {
-		return fmt.Errorf("spool %s: schema: %w", s.dir, err)
-	}
 	if s.r, err = sql.Open("sqlite", rdsn); err != nil {
 		return fmt.Errorf("spool %s: open database: %w", s.dir, err)
 	}
 	s.r.SetMaxOpenConns(4)
 	s.r.SetMaxIdleConns(4)
+	if mode != modeReadOnly {
+		if s.w, err = sql.Open("sqlite", wdsn); err != nil {
+			return fmt.Errorf("spool %s: open database: %w", s.dir, err)
+		}
+		// One connection: a transaction owns the writer until it ends, so code holding
+		// a transaction must never use s.w (or a method that does) before finishing it.
+		s.w.SetMaxOpenConns(1)
+		s.w.SetMaxIdleConns(1)
+		s.w.SetConnMaxIdleTime(0)
+		s.w.SetConnMaxLifetime(0)
+	}
+	db := s.w
+	if db == nil {
+		db = s.r
+	}
+	v, err := s.checkDB(ctx, db)
+	if err != nil {
+		return err
+	}
+	// A database without a schema beside stored content: it was emptied, deleted or
+	// lost its WAL. Migrating now would make an empty queue of it and the content
+	// would look like leftovers, so stop and say what to do.
+	if v == 0 && mode != modeRecover {
+		if n, err := s.storedFiles(); err != nil {
+			return fmt.Errorf("spool %s: read content: %w", s.dir, err)
+		} else if n > 0 {
+			return fmt.Errorf("spool %s: the database %s is new or empty but %s holds %d stored files: %w; "+
+				"nothing was deleted: stop the agent and run `%s` to rebuild the rows from the files",
+				s.dir, path, s.contentDir(), n, ErrNeedsRecovery, RecoverCommand)
+		}
+	}
+	if mode == modeReadOnly {
+		s.legacy = v < schemaVersion
+		return nil
+	}
+	if err := s.migrate(ctx); err != nil {
+		if corrupt(err) {
+			return s.corruptErr(err.Error())
+		}
+		return fmt.Errorf("spool %s: schema: %w", s.dir, err)
+	}
 	return nil
+}
+
+// checkDB opens the database and runs PRAGMA quick_check; it returns the schema version.
+func (s *Spool) checkDB(ctx context.Context, db *sql.DB) (int, error) {
+	if err := db.PingContext(ctx); err != nil {
+		if corrupt(err) {
+			return 0, s.corruptErr(err.Error())
+		}
+		return 0, fmt.Errorf("spool %s: open database: %w", s.dir, err)
+	}
+	problems, err := quickCheck(ctx, db, 5)
+	if err != nil {
+		if corrupt(err) {
+			return 0, s.corruptErr(err.Error())
+		}
+		return 0, fmt.Errorf("spool %s: check database: %w", s.dir, err)
+	}
+	if len(problems) > 0 {
+		return 0, s.corruptErr(strings.Join(problems, "; "))
+	}
+	v, err := userVersion(ctx, db)
+	if err != nil {
+		if corrupt(err) {
+			return 0, s.corruptErr(err.Error())
+		}
+		return 0, fmt.Errorf("spool %s: open database: %w", s.dir, err)
+	}
+	return v, nil
+}
+
+func (s *Spool) corruptErr(reason string) error {
+	return fmt.Errorf("spool %s: the database %s is damaged (%s): %w; nothing was deleted: stop the agent "+
+		"and run `%s`: it moves the damaged database aside and rebuilds the rows from the stored files",
+		s.dir, s.dbPath(), reason, ErrCorrupt, RecoverCommand)
+}
+
+// quickCheck runs PRAGMA quick_check and returns up to max problems (none: healthy).
+func quickCheck(ctx context.Context, db *sql.DB, max int) ([]string, error) {
+	return pragmaCheck(ctx, db, fmt.Sprintf("PRAGMA quick_check(%d)", max))
+}
+
+func pragmaCheck(ctx context.Context, db *sql.DB, q string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
+		}
+		if p != "ok" {
+			problems = append(problems, p)
+		}
+	}
+	return problems, rows.Err()
+}
+
+// corrupt reports SQLITE_CORRUPT and SQLITE_NOTADB.
+func corrupt(err error) bool {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	c := e.Code() & 0xff
+	return c == sqliteCorrupt || c == sqliteNotADB
+}
+
+const (
+	sqliteCorrupt = 11 // SQLITE_CORRUPT
+	sqliteNotADB  = 26 // SQLITE_NOTADB
+)
+
+// storedFiles counts the files in content/ (bytes and descriptions).
+func (s *Spool) storedFiles() (int, error) {
+	shards, err := os.ReadDir(s.contentDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, sh := range shards {
+		if !sh.IsDir() {
+			n++
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(s.contentDir(), sh.Name()))
+		if err != nil {
+			return 0, err
+		}
+		n += len(files)
+	}
+	return n, nil
 }
 
 // Close releases the lock and the database.
@@ -187,8 +369,8 @@ func (s *Spool) Close() error {
 func (s *Spool) Dir() string { return s.dir }
 
 // Ready is signalled (non-blocking, coalescing) whenever an item may have become leasable:
-// after an intake, a retry, a release or a transition to waiting. It is per process: an
-// item retried by a CLI command is only seen by the agent's next poll.
+// after an intake, a retry, a release or a transition to waiting. It is per process: a
+// retry by another process (the CLI) shows in WakeCounter.
 func (s *Spool) Ready() <-chan struct{} { return s.ready }
 
 func (s *Spool) signal() {
@@ -207,12 +389,14 @@ func (s *Spool) ContentPath(id string) string {
 	return filepath.Join(s.contentDir(), shard, id)
 }
 
-// OpenContent opens the item's stored bytes for reading.
+// OpenContent opens the item's stored bytes for reading. Bytes that are not there are
+// ErrContentMissing, which also matches fs.ErrNotExist: the item cannot be uploaded,
+// the caller quarantines it with that reason.
 func (s *Spool) OpenContent(id string) (*os.File, error) {
 	f, err := os.Open(s.ContentPath(id))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("spool %s: content of item %s: %w", s.dir, id, ErrNotFound)
+			return nil, fmt.Errorf("spool %s: content of item %s: %w", s.dir, id, ErrContentMissing)
 		}
 		return nil, fmt.Errorf("spool %s: content of item %s: %w", s.dir, id, err)
 	}
@@ -226,6 +410,9 @@ func (s *Spool) nowUTC() time.Time { return s.now().UTC() }
 
 // write runs fn in one IMMEDIATE transaction on the single writer connection.
 func (s *Spool) write(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
+	if s.w == nil {
+		return fmt.Errorf("%s: %w", what, ErrReadOnly)
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%s: begin: %w", what, err)
@@ -248,168 +435,4 @@ func dbFull(err error) bool {
 
 const sqliteFull = 13 // SQLITE_FULL
 
-// removeContent deletes the item's bytes and makes the removal durable.
-func (s *Spool) removeContent(id string) error {
-	p := s.ContentPath(id)
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return syncDir(filepath.Dir(p))
-}
-
-// recover brings the spool back to a consistent state after whatever stopped the last
-// process: a clean shutdown, a crash, a power cut. Only the lock holder runs it.
-func (s *Spool) recover(ctx context.Context) error {
-	// Half-written files: their rows were never committed, their sources still exist.
-	ents, err := os.ReadDir(s.tmpDir())
-	if err != nil {
-		return fmt.Errorf("read tmp: %w", err)
-	}
-	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(s.tmpDir(), e.Name())); err != nil {
-			return fmt.Errorf("remove temp file: %w", err)
-		}
-	}
-	if len(ents) > 0 {
-		s.log.Info("spool: removed temp files left by a crash", "count", len(ents))
-	}
-
-	var leases, dropped int64
-	err = s.write(ctx, "recover", func(tx *sql.Tx) error {
-		// Leases of a dead process: the items stay uploading with their upload URL and
-		// become leasable at once, so the uploader resumes with a HEAD.
-		res, err := tx.ExecContext(ctx, `UPDATE items SET lease_owner = '', lease_until = 0
-			WHERE lease_owner != '' OR lease_until != 0`)
-		if err != nil {
-			return err
-		}
-		leases, _ = res.RowsAffected()
-		// A sink removed from the config would hold its items verified (bytes and all)
-		// for ever. Only an explicit list counts: an empty one is more likely a wiring
-		// slip than a wish to lose events.
-		if len(s.opts.Sinks) > 0 {
-			q, args := `DELETE FROM outbox WHERE published_at = 0 AND sink NOT IN (`, []any{}
-			for i, sink := range s.sinks {
-				if i > 0 {
-					q += ", "
-				}
-				q += "?"
-				args = append(args, sink)
-			}
-			if res, err = tx.ExecContext(ctx, q+")", args...); err != nil {
-				return err
-			}
-			dropped, _ = res.RowsAffected()
-		}
-		// Verified items whose events all went out (or whose last sinks were dropped).
-		_, err = tx.ExecContext(ctx, `UPDATE items SET state = 'published', updated_at = ?
-			WHERE state = 'verified' AND NOT EXISTS (SELECT 1 FROM outbox o
-				WHERE o.item_id = items.id AND o.type = ? AND o.published_at = 0)`,
-			nanos(s.nowUTC()), EventVerified)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if leases > 0 {
-		s.log.Info("spool: cleared leases of the previous process", "count", leases)
-	}
-	if dropped > 0 {
-		s.log.Warn("spool: dropped unpublished events of sinks no longer configured", "count", dropped)
-	}
-
-	if err := s.finishPublished(ctx); err != nil {
-		return err
-	}
-
-	// Content without a row (crash between rename and commit) or whose row no longer
-	// holds bytes (crash between commit and removal).
-	stored := map[string]bool{}
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM items WHERE stored = 1`)
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		stored[id] = false
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	var orphans int
-	shards, err := os.ReadDir(s.contentDir())
-	if err != nil {
-		return fmt.Errorf("read content: %w", err)
-	}
-	for _, sh := range shards {
-		if !sh.IsDir() {
-			continue
-		}
-		shardDir := filepath.Join(s.contentDir(), sh.Name())
-		files, err := os.ReadDir(shardDir)
-		if err != nil {
-			return fmt.Errorf("read content: %w", err)
-		}
-		removed := false
-		for _, f := range files {
-			if _, ok := stored[f.Name()]; ok {
-				stored[f.Name()] = true
-				continue
-			}
-			if err := os.RemoveAll(filepath.Join(shardDir, f.Name())); err != nil {
-				return fmt.Errorf("remove orphan content: %w", err)
-			}
-			orphans++
-			removed = true
-		}
-		if removed {
-			if err := syncDir(shardDir); err != nil {
-				return err
-			}
-		}
-	}
-	if orphans > 0 {
-		s.log.Info("spool: removed content without a committed item", "count", orphans)
-	}
-	for id, found := range stored {
-		if !found {
-			// Should never happen (the bytes are durable before the row); the uploader
-			// will fail to open it and quarantine the item for a person to look at.
-			s.log.Error("spool: item has no content file", "id", id)
-		}
-	}
-	return nil
-}
-
-// finishPublished finishes every item whose events are out but whose bytes may still
-// be here.
-func (s *Spool) finishPublished(ctx context.Context) error {
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM items WHERE state = 'published'`)
-	if err != nil {
-		return fmt.Errorf("spool %s: published items: %w", s.dir, err)
-	}
-	var published []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return fmt.Errorf("spool %s: published items: %w", s.dir, err)
-		}
-		published = append(published, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("spool %s: published items: %w", s.dir, err)
-	}
-	for _, id := range published {
-		if err := s.finish(ctx, id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func absDir(dir string) (string, error) { return filepath.Abs(dir) }

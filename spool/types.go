@@ -3,6 +3,7 @@ package spool
 import (
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"time"
 )
 
@@ -76,7 +77,23 @@ var (
 	ErrLocked    = errors.New("spool in use by another process")
 	// ErrNotRetryable: Retry of an item that is neither quarantined nor waiting.
 	ErrNotRetryable = errors.New("item is not quarantined or waiting")
+	// ErrCorrupt: the database failed its integrity check (or is not a database). The
+	// agent must not start; the error names the file and says to run RecoverCommand.
+	ErrCorrupt = errors.New("spool database damaged")
+	// ErrNeedsRecovery: the database is new or empty while content/ holds files (it was
+	// deleted, emptied or lost its WAL). The error says to run RecoverCommand.
+	ErrNeedsRecovery = errors.New("spool database lost")
+	// ErrReadOnly: a write on a spool opened with OpenReadOnly.
+	ErrReadOnly = errors.New("spool opened read-only")
+	// ErrContentMissing: an item's stored bytes are gone. It also matches fs.ErrNotExist
+	// (errors.Is), so a caller checking either finds it.
+	ErrContentMissing error = contentMissing{}
 )
+
+type contentMissing struct{}
+
+func (contentMissing) Error() string        { return "stored content missing" }
+func (contentMissing) Is(target error) bool { return target == fs.ErrNotExist }
 
 // Item is one file in the spool. Fields marked (private) may carry patient data
 // and must never be logged or put in events unless privacy allows it.

@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"runtime/metrics"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,4 +166,73 @@ func benchUpload(b *testing.B, endpoint string, size, chunk int64) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkSmallFiles uploads 4 KiB files to a tus server in another process.
+// intake=live receives them while Run uploads (one op is one file from intake to
+// verified: waits between the stages show); intake=queued has them all spooled
+// before Run starts (the uploader's own rate: round trips, connections, spool
+// commits).
+func BenchmarkSmallFiles(b *testing.B) {
+	endpoint := startServerProcess(b)
+	for _, queued := range []bool{false, true} {
+		name := "intake=live"
+		if queued {
+			name = "intake=queued"
+		}
+		b.Run(name, func(b *testing.B) { benchSmallFiles(b, endpoint, 4, queued) })
+	}
+}
+
+func benchSmallFiles(b *testing.B, endpoint string, concurrency int, queued bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sp, err := spool.Open(ctx, spool.Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sp.Close()
+	var done atomic.Int64
+	all := make(chan struct{})
+	u, err := New(sp, Options{Endpoint: endpoint, RequireVerification: true, Concurrency: concurrency,
+		Progress: func(p Progress) {
+			if p.Done && done.Add(1) == int64(b.N) {
+				close(all)
+			}
+		}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 4<<10)
+	receive := func() {
+		for i := range b.N {
+			data[0], data[1], data[2] = byte(i), byte(i>>8), byte(i>>16)
+			if _, err := sp.Receive(ctx, spool.Intake{Source: "bench", SourceKind: "folder"}, bytes.NewReader(data)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if queued {
+		receive()
+	}
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	start := time.Now()
+	ran := make(chan error, 1)
+	go func() { ran <- u.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			b.Error(err)
+		}
+	}()
+	if !queued {
+		receive()
+	}
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("%d of %d files verified", done.Load(), b.N)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "files/s")
 }

@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/base64"
 	"io"
@@ -34,6 +35,15 @@ type faults struct {
 	noDigest  bool           // remove Courier-Sha256 from every answer
 	down      bool           // close every connection at once (link down)
 	stalledCh chan struct{}  // gets a value when a PATCH is being held
+
+	answerBody  string // body of the answers set in answer ("" = "injected failure")
+	retryAfter  string // Retry-After of the answers set in answer
+	locationTo  string // replace the Location of POST answers with this (a lying proxy)
+	redirectTo  string // answer POSTs with 307 to this
+	dropEvery   int64  // cut the connection once this many body bytes went through since the last cut
+	dropBudget  int64
+	drops       int
+	answerCount int // answers given from answer
 }
 
 func newFaults(next http.Handler) *faults {
@@ -83,7 +93,45 @@ func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		notFound = take(&f.notFound)
 	}
 	noCheck, noDigest, down, algos := f.noCheck, f.noDigest, f.down, f.algos
+	answerBody, retryAfterHdr, locationTo, redirectTo := f.answerBody, f.retryAfter, f.locationTo, f.redirectTo
+	if code != 0 {
+		f.answerCount++
+	}
+	var cutAfter int64 = -1
+	if f.dropEvery > 0 && r.ContentLength > 0 && (r.Method == http.MethodPatch || r.Method == http.MethodPost) {
+		if f.dropBudget <= 0 {
+			f.dropBudget = f.dropEvery
+		}
+		if r.ContentLength > f.dropBudget {
+			cutAfter = f.dropBudget
+			f.dropBudget = f.dropEvery
+			f.drops++
+		} else {
+			f.dropBudget -= r.ContentLength
+		}
+	}
 	f.mu.Unlock()
+
+	if cutAfter >= 0 {
+		// The link drops in the middle of this body: the server never sees it.
+		io.CopyN(io.Discard, r.Body, cutAfter)
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+		return
+	}
+	if redirectTo != "" && r.Method == http.MethodPost {
+		io.Copy(io.Discard, r.Body)
+		http.Redirect(w, r, redirectTo, http.StatusTemporaryRedirect)
+		return
+	}
+	if locationTo != "" && r.Method == http.MethodPost {
+		w = &headerHook{ResponseWriter: w, before: func(h http.Header) {
+			if h.Get("Location") != "" {
+				h.Set("Location", locationTo)
+			}
+		}}
+	}
 
 	if down {
 		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
@@ -99,7 +147,10 @@ func (f *faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case code != 0:
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Tus-Resumable", "1.0.0")
-		http.Error(w, "injected failure", code)
+		if retryAfterHdr != "" {
+			w.Header().Set("Retry-After", retryAfterHdr)
+		}
+		http.Error(w, cmp.Or(answerBody, "injected failure"), code)
 		return
 	case fail:
 		io.Copy(io.Discard, r.Body)

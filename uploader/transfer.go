@@ -1,6 +1,7 @@
 package uploader
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -35,6 +36,12 @@ var errGone = errors.New("upload gone from the server")
 // verified, and otherwise the reason it was not (already recorded). When ctx is
 // cancelled the lease is released and ctx's error returned.
 func (u *Uploader) Upload(ctx context.Context, item *spool.Item, owner string) error {
+	return u.upload(ctx, item, owner, false)
+}
+
+// upload is Upload; probe says the attempt also tests a link that is not up, so
+// any answer about the file (not about the link) brings the link up.
+func (u *Uploader) upload(ctx context.Context, item *spool.Item, owner string, probe bool) error {
 	log := u.log.With("item", item.ID)
 	uctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
@@ -59,14 +66,15 @@ func (u *Uploader) Upload(ctx context.Context, item *spool.Item, owner string) e
 		if err := u.store.MarkVerified(rctx, item.ID, owner, loc); err != nil {
 			return fmt.Errorf("uploader: item %s: mark verified: %w", item.ID, err)
 		}
-		u.link.ok()
+		u.link.verified()
+		u.link.up()
 		log.Info("verified", "sha256", item.SHA256, "size", item.Size)
 		if u.opts.Progress != nil {
-			u.opts.Progress(Progress{ItemID: item.ID, Sent: item.Size, Total: item.Size, Done: true})
+			u.opts.Progress(Progress{ItemID: item.ID, Sent: item.Size, Total: item.Size, ChunkSize: u.chunk.Load(), Done: true})
 		}
 		return nil
 	}
-	return u.settle(rctx, item, owner, err, log)
+	return u.settle(rctx, item, owner, err, probe, log)
 }
 
 // keepLease renews the lease every third of its TTL until ctx ends; a lost lease
@@ -91,15 +99,27 @@ func (u *Uploader) keepLease(ctx context.Context, cancel context.CancelCauseFunc
 	}
 }
 
-// settle records a failed attempt.
-func (u *Uploader) settle(ctx context.Context, item *spool.Item, owner string, err error, log *slog.Logger) error {
+// settle records a failed attempt. A failure of the whole link changes the link
+// state (logged once there) and leaves the item due at once: workers hold back
+// while the link is not up, and a link that comes back finds it ready.
+func (u *Uploader) settle(ctx context.Context, item *spool.Item, owner string, err error, probe bool, log *slog.Logger) error {
 	f, ok := errors.AsType[*failure](err)
 	if !ok {
 		f = &failure{kind: failLater, err: err}
 	}
+	// The same 5xx for different files (or for OPTIONS) is the server or a proxy in
+	// front of it: an hour of a broken proxy must not quarantine the backlog.
+	if f.kind == failCounted && f.code >= 500 && u.link.serverError(f.code, item.ID) {
+		f = &failure{kind: failLink, cause: CauseServer, retryAfter: f.retryAfter,
+			err: fmt.Errorf("%w (the same answer for several files: the server or a proxy in front of it)", f.err)}
+	}
 	reason := f.err.Error()
-	var next time.Time
+	now := time.Now()
+	next := now
 	counted := false
+	if probe && f.kind != failLink && f.kind != failPaused {
+		u.link.up() // the server answered about the file: the link works
+	}
 	switch f.kind {
 	case failFile:
 		log.Warn("quarantined", "reason", reason)
@@ -109,14 +129,14 @@ func (u *Uploader) settle(ctx context.Context, item *spool.Item, owner string, e
 		return fmt.Errorf("uploader: item %s: quarantined: %w", item.ID, err)
 	case failLink:
 		u.forgetCapabilities()
-		next = u.link.fail(LinkOffline, reason, u.backoff)
-		log.Info("link offline", "err", reason, "next", next)
+		u.link.fail(LinkDown, cmp.Or(f.cause, CauseNetwork), reason, probe, u.probeBackoff, f.retryAfter)
+		log.Debug("link failure; the item waits for the link", "err", reason)
 	case failPaused:
 		u.forgetCapabilities()
-		next = u.link.fail(LinkPaused, reason, u.backoff)
-		log.Warn("uploads paused", "err", reason, "next", next)
+		u.link.fail(LinkPaused, cmp.Or(f.cause, CauseConfig), reason, probe, u.probeBackoff, f.retryAfter)
+		log.Debug("uploads paused; the item waits", "err", reason)
 	case failLater:
-		next = time.Now().Add(max(f.retryAfter, u.backoff(item.Attempts+1)))
+		next = now.Add(max(f.retryAfter, u.backoff(item.Attempts+1)))
 		log.Info("try later", "err", reason, "next", next)
 	case failCounted:
 		u.forgetCapabilities()
@@ -129,7 +149,7 @@ func (u *Uploader) settle(ctx context.Context, item *spool.Item, owner string, e
 			}
 			return fmt.Errorf("uploader: item %s: quarantined after %d attempts: %w", item.ID, item.Attempts+1, err)
 		}
-		next = time.Now().Add(max(f.retryAfter, u.backoff(item.Attempts+1)))
+		next = now.Add(max(f.retryAfter, u.backoff(item.Attempts+1)))
 		log.Warn("attempt failed", "err", reason, "attempt", item.Attempts+1, "next", next)
 	}
 	if werr := u.store.MarkWaiting(ctx, item.ID, owner, next, reason, counted); werr != nil {
@@ -138,17 +158,71 @@ func (u *Uploader) settle(ctx context.Context, item *spool.Item, owner string, e
 	return fmt.Errorf("uploader: item %s: %w", item.ID, err)
 }
 
-// transfer runs the tus conversation for one item and returns the verified location.
-func (u *Uploader) transfer(ctx context.Context, item *spool.Item, owner string, log *slog.Logger) (string, error) {
+// probe tries a link that is not up: OPTIONS (capabilities afresh) and a HEAD
+// under the endpoint that carries the token (401/403 if it is still refused). It
+// reports whether the caller should go on and upload one item as the rest of the
+// probe: when the link failed on answers about files (5xx, a foreign Location),
+// only a real upload shows that it is well again.
+func (u *Uploader) probe(ctx context.Context) bool {
+	cause := u.link.cause()
+	u.forgetCapabilities()
+	err := u.probeRequests(ctx)
+	switch {
+	case ctx.Err() != nil:
+		u.link.probeDone()
+		return false
+	case err != nil:
+		f, ok := errors.AsType[*failure](err)
+		if !ok {
+			f = &failure{kind: failLink, err: err}
+		}
+		state, def := LinkDown, CauseNetwork
+		if f.kind == failPaused {
+			state, def = LinkPaused, CauseConfig
+		}
+		u.link.fail(state, cmp.Or(f.cause, def), f.err.Error(), true, u.probeBackoff, f.retryAfter)
+		return false
+	case cause == CauseServer || cause == CauseConfig:
+		return true
+	default:
+		u.link.up()
+		return false
+	}
+}
+
+func (u *Uploader) probeRequests(ctx context.Context) error {
 	caps, err := u.capabilities(ctx)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if u.opts.RequireVerification && caps.algo == "" {
-		return "", &failure{kind: failPaused, err: fmt.Errorf("server at %s %w", u.endpoint.Redacted(), ErrNoChecksumSupport)}
+		return &failure{kind: failPaused, cause: CauseConfig, err: fmt.Errorf("server at %s %w", redact(u.endpoint.String()), ErrNoChecksumSupport)}
 	}
+	target := *u.endpoint
+	target.Path = strings.TrimSuffix(target.Path, "/") + "/courier-probe"
+	target.RawPath = ""
+	r, err := u.send(ctx, http.MethodHead, target.String(), nil, nil, 0)
+	if err != nil {
+		return err
+	}
+	switch {
+	case r.code == http.StatusUnauthorized || r.code == http.StatusForbidden,
+		r.code >= 300 && r.code < 400:
+		return r.classify()
+	case r.code >= 500:
+		return &failure{kind: failLink, cause: CauseServer, code: r.code, retryAfter: retryAfter(r.header),
+			err: fmt.Errorf("%w: %w", ErrServer, &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body})}
+	}
+	return nil
+}
+
+// transfer runs the tus conversation for one item and returns the verified location.
+func (u *Uploader) transfer(ctx context.Context, item *spool.Item, owner string, log *slog.Logger) (string, error) {
 	f, err := u.store.OpenContent(item.ID)
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, spool.ErrNotFound) {
+		// The item was just leased, so it exists: its bytes are what is missing
+		// (older spools say ErrNotFound, newer ones an error matching fs.ErrNotExist).
+		// Waiting cannot bring them back.
 		return "", fail(failFile, "spooled content of %s is missing: %w", item.ID, err)
 	}
 	if err != nil {
@@ -160,10 +234,25 @@ func (u *Uploader) transfer(ctx context.Context, item *spool.Item, owner string,
 	} else if fi.Size() != item.Size {
 		return "", fail(failFile, "spooled content of %s is %d bytes, expected %d", item.ID, fi.Size(), item.Size)
 	}
-	t := &transfer{u: u, item: item, owner: owner, f: f, caps: caps, url: item.UploadURL, log: log}
-	if u.opts.Progress != nil {
-		t.progress = &progress{fn: u.opts.Progress, id: item.ID, total: item.Size}
+	caps, err := u.capabilities(ctx)
+	if err != nil {
+		return "", err
 	}
+	if u.opts.RequireVerification && caps.algo == "" {
+		return "", &failure{kind: failPaused, cause: CauseConfig, err: fmt.Errorf("server at %s %w", redact(u.endpoint.String()), ErrNoChecksumSupport)}
+	}
+	if item.Size > inlineLimit {
+		// A large file: at most Options.Concurrency of them at once.
+		select {
+		case u.large <- struct{}{}:
+			defer func() { <-u.large }()
+		case <-ctx.Done():
+			return "", context.Cause(ctx)
+		}
+	}
+	t := &transfer{u: u, item: item, owner: owner, f: f, caps: caps, url: item.UploadURL, log: log}
+	t.progress = u.track(item.ID, item.Size, log)
+	defer t.progress.stop()
 	return t.run(ctx)
 }
 
@@ -178,12 +267,12 @@ type transfer struct {
 	offset   int64  // what the server holds, as far as we know
 	complete bool   // a HEAD just saw offset == size without Courier-Sha256
 	log      *slog.Logger
-	progress *progress
+	progress *tracker
 	buf      []byte
 }
 
 func (t *transfer) run(ctx context.Context) (string, error) {
-	if t.url != "" && !t.u.underEndpoint(t.url) {
+	if t.url != "" && t.u.inside(t.url) != nil {
 		// upload.endpoint was changed (a new ingest server): an upload begun at the
 		// old one is not resumed there; the new server is asked by courier-id.
 		t.log.Info("upload was begun at another endpoint; creating it at the configured one")
@@ -227,16 +316,46 @@ func (t *transfer) run(ctx context.Context) (string, error) {
 	}
 }
 
-// underEndpoint reports whether an upload URL belongs to the configured endpoint:
-// same scheme and host, and a path below the endpoint's.
-func (u *Uploader) underEndpoint(raw string) bool {
+// inside checks that an upload URL belongs to the configured endpoint: same
+// scheme (so no https→http downgrade), host and port, a path below the endpoint's,
+// no credentials and no dot segments. The token and the bytes go nowhere else.
+func (u *Uploader) inside(raw string) error {
 	v, err := url.Parse(raw)
 	if err != nil {
-		return false
+		return fmt.Errorf("unreadable URL: %w", err)
 	}
 	e := u.endpoint
-	return strings.EqualFold(v.Scheme, e.Scheme) && strings.EqualFold(v.Host, e.Host) &&
-		strings.HasPrefix(v.Path, strings.TrimSuffix(e.Path, "/"))
+	prefix := strings.TrimSuffix(e.Path, "/") + "/"
+	switch {
+	case v.User != nil:
+		return errors.New("it carries credentials")
+	case v.Opaque != "" || !strings.EqualFold(v.Scheme, e.Scheme):
+		return fmt.Errorf("scheme %q, the endpoint's is %q", v.Scheme, e.Scheme)
+	case !strings.EqualFold(v.Hostname(), e.Hostname()) || port(v) != port(e):
+		return fmt.Errorf("host %s, the endpoint's is %s", v.Host, e.Host)
+	case !strings.HasPrefix(v.Path, prefix) || len(v.Path) == len(prefix):
+		return fmt.Errorf("path %s is not below the endpoint's %s", v.EscapedPath(), prefix)
+	}
+	for seg := range strings.SplitSeq(v.Path, "/") {
+		if seg == ".." || seg == "." {
+			return fmt.Errorf("path %s has dot segments", v.EscapedPath())
+		}
+	}
+	if strings.Contains(strings.ToLower(v.RawPath), "%2f") || strings.Contains(v.Path, "\\") {
+		return fmt.Errorf("path %s has escaped separators", v.EscapedPath())
+	}
+	return nil
+}
+
+// port is the URL's port, or its scheme's default.
+func port(v *url.URL) string {
+	if p := v.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(v.Scheme, "https") {
+		return "443"
+	}
+	return "80"
 }
 
 // forget drops the upload URL here and in the store.
@@ -328,7 +447,7 @@ func (t *transfer) create(ctx context.Context) (bool, error) {
 	hdr.Set("Upload-Length", strconv.FormatInt(size, 10))
 	hdr.Set("Upload-Metadata", t.metadata())
 	var body io.Reader
-	inline := t.caps.creationWithUpload && size > 0 && size <= min(t.u.opts.ChunkSize, inlineLimit)
+	inline := t.caps.creationWithUpload && size > 0 && size <= min(t.u.chunk.Load(), inlineLimit)
 	if inline {
 		sum, err := t.checksum(0, size)
 		if err != nil {
@@ -347,7 +466,7 @@ func (t *transfer) create(ctx context.Context) (bool, error) {
 	if r.code != http.StatusCreated && r.code != http.StatusOK {
 		if r.code == http.StatusNotFound || r.code == http.StatusMethodNotAllowed {
 			// The endpoint itself is wrong: no file is at fault.
-			return false, fail(failPaused, "create upload at %s: %w", t.u.endpoint.Redacted(), &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body})
+			return false, failc(failPaused, CauseConfig, "create upload at %s: %w", redact(t.u.endpoint.String()), &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body})
 		}
 		if r.code == http.StatusConflict && strings.Contains(r.body, "ERR_COURIER_ID_EXISTS") {
 			// The server holds this file id with another length: waiting cannot fix
@@ -366,20 +485,33 @@ func (t *transfer) create(ctx context.Context) (bool, error) {
 	}
 	abs, err := t.u.resolve(loc)
 	if err != nil {
-		return false, fail(failCounted, "create upload for %s: bad Location %q: %w", t.item.ID, loc, err)
+		return false, fail(failCounted, "create upload for %s: unreadable Location: %w", t.item.ID, err)
+	}
+	if err := t.u.inside(abs); err != nil {
+		// Every file would get the same answer: the server (or a proxy) is not the
+		// one configured. Nothing more is sent there; a person must look.
+		return false, &failure{kind: failPaused, cause: CauseConfig, err: fmt.Errorf("create upload for %s: the server's Location %s is %w %s (%v); not followed",
+			t.item.ID, redact(abs), ErrOutsideEndpoint, redact(t.u.endpoint.String()), err)}
 	}
 	t.url, t.offset, t.complete = abs, 0, false
-	if err := t.setURL(ctx, abs); err != nil {
-		return false, err
-	}
-	t.log.Debug("upload created", "url", abs, "size", size, "inline", inline)
 	if off, err := strconv.ParseInt(r.header.Get("Upload-Offset"), 10, 64); err == nil && off >= 0 && off <= size {
 		t.offset = off
 	}
 	t.progress.report(t.offset, true)
 	if t.offset == size {
-		return t.verifiedBy(r.header)
+		// Creation with upload (or a file the server already holds) finished the
+		// file in this request. Verified, it needs no stored URL: a restart before
+		// MarkVerified creates again with the same courier-id and gets this upload back.
+		verified, err := t.verifiedBy(r.header)
+		if err != nil || verified {
+			t.log.Debug("upload created and complete", "url", redact(abs), "size", size, "inline", inline, "verified", verified)
+			return verified, err
+		}
 	}
+	if err := t.setURL(ctx, abs); err != nil {
+		return false, err
+	}
+	t.log.Debug("upload created", "url", redact(abs), "size", size, "inline", inline)
 	return false, nil
 }
 
@@ -436,7 +568,7 @@ func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 			return false, fail(stuckKind, "upload of %s makes no progress at offset %d", t.item.ID, t.offset)
 		}
 		off := t.offset
-		n := min(t.u.opts.ChunkSize, size-off)
+		n := min(t.u.chunk.Load(), size-off)
 		sum, err := t.checksum(off, n)
 		if err != nil {
 			return false, err
@@ -450,7 +582,8 @@ func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 		r, err := t.u.send(ctx, http.MethodPatch, t.url, hdr, t.body(ctx, off, n), n)
 		if f, ok := errors.AsType[*failure](err); ok && f.kind == failLink {
 			stuck, stuckKind = stuck+1, failLink
-			t.log.Info("chunk interrupted, asking the server for its offset", "offset", off, "err", err)
+			t.u.chunkInterrupted(t.log)
+			t.log.Debug("chunk interrupted, asking the server for its offset", "offset", off, "size", n, "err", err)
 			if verified, err := t.head(ctx); err != nil || verified {
 				return verified, err
 			}
@@ -470,6 +603,7 @@ func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 				continue
 			}
 			stuck = 0
+			t.u.chunkDone()
 			t.offset = newOff
 			t.progress.report(newOff, false)
 			if newOff == size {
@@ -509,6 +643,11 @@ func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 					return false, t.wholeFileMismatch(f)
 				}
 			}
+			if off == 0 && n == size {
+				// The whole file in one chunk, its checksum taken from the recorded
+				// SHA-256 without reading it: a mismatch may mean the bytes changed.
+				return false, t.wholeFileMismatch(f)
+			}
 			// The chunk is resent by the next attempt, which resumes at the server's offset.
 			return false, f
 		default:
@@ -527,8 +666,14 @@ func (t *transfer) patchAll(ctx context.Context) (bool, error) {
 }
 
 // checksum reads [off, off+n) once and returns the Upload-Checksum value, or ""
-// when the server cannot check chunks.
+// when the server cannot check chunks. The whole file's SHA-256 is known from
+// intake and not computed again.
 func (t *transfer) checksum(off, n int64) (string, error) {
+	if t.caps.algo == "sha256" && off == 0 && n == t.item.Size {
+		if sum, err := hex.DecodeString(t.item.SHA256); err == nil && len(sum) == sha256.Size {
+			return "sha256 " + base64.StdEncoding.EncodeToString(sum), nil
+		}
+	}
 	var h hash.Hash
 	switch t.caps.algo {
 	case "sha256":
@@ -586,28 +731,4 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
-}
-
-// progress throttles Progress callbacks to about two a second.
-type progress struct {
-	fn    func(Progress)
-	id    string
-	total int64
-	mu    sync.Mutex
-	last  time.Time
-}
-
-func (p *progress) report(sent int64, force bool) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	now := time.Now()
-	if !force && now.Sub(p.last) < 500*time.Millisecond {
-		p.mu.Unlock()
-		return
-	}
-	p.last = now
-	p.mu.Unlock()
-	p.fn(Progress{ItemID: p.id, Sent: sent, Total: p.total})
 }

@@ -2,6 +2,8 @@ package uploader
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +32,8 @@ const (
 // failure is an attempt's error together with what it means.
 type failure struct {
 	kind       failKind
+	cause      string // Cause* for failLink and failPaused ("" = the kind's usual one)
+	code       int    // HTTP status of the answer, 0 if none
 	err        error
 	retryAfter time.Duration // from Retry-After, if the server sent one
 }
@@ -39,6 +43,10 @@ func (f *failure) Unwrap() error { return f.err }
 
 func fail(kind failKind, format string, args ...any) *failure {
 	return &failure{kind: kind, err: fmt.Errorf(format, args...)}
+}
+
+func failc(kind failKind, cause, format string, args ...any) *failure {
+	return &failure{kind: kind, cause: cause, err: fmt.Errorf(format, args...)}
 }
 
 // StatusError is an unexpected HTTP answer.
@@ -75,10 +83,20 @@ type reply struct {
 
 // classify turns an answer nobody expected into a failure.
 func (r reply) classify() *failure {
+	f := r.classifyKind()
+	f.code = r.code
+	return f
+}
+
+func (r reply) classifyKind() *failure {
 	se := &StatusError{Method: r.method, URL: r.url, Code: r.code, Body: r.body}
 	switch {
 	case r.code == http.StatusUnauthorized || r.code == http.StatusForbidden:
-		return &failure{kind: failPaused, err: fmt.Errorf("%w: %w", ErrUnauthorized, se)}
+		return &failure{kind: failPaused, cause: CauseAuth, err: fmt.Errorf("%w: %w", ErrUnauthorized, se)}
+	case r.code >= 300 && r.code < 400:
+		// Redirects are never followed: the token and the bytes would go elsewhere.
+		return &failure{kind: failPaused, cause: CauseConfig, err: fmt.Errorf("redirected to %s, %w; set upload.endpoint to the server's real address: %w",
+			redact(r.header.Get("Location")), ErrOutsideEndpoint, se)}
 	case r.code == 460:
 		return &failure{kind: failCounted, err: fmt.Errorf("%w: %w", ErrChecksumMismatch, se)}
 	case r.code == http.StatusConflict || r.code == http.StatusLocked || r.code == http.StatusTooManyRequests ||
@@ -86,15 +104,21 @@ func (r reply) classify() *failure {
 		return &failure{kind: failLater, err: se, retryAfter: retryAfter(r.header)}
 	case r.code == http.StatusPreconditionFailed:
 		// Tus-Resumable refused: the server speaks another protocol version.
-		return &failure{kind: failPaused, err: se}
+		return &failure{kind: failPaused, cause: CauseConfig, err: se}
 	case r.code == http.StatusBadRequest && interrupted(r.body):
 		return &failure{kind: failLater, err: se}
+	case r.code == http.StatusServiceUnavailable && (strings.Contains(r.body, "ERR_STORE_FULL") || strings.Contains(r.body, "ERR_STORE_UNAVAILABLE")):
+		// The server's storage is full or failing: its fault, never the file's.
+		return &failure{kind: failLink, cause: CauseServer, err: fmt.Errorf("%w: %w", ErrServer, se), retryAfter: retryAfter(r.header)}
+	case r.code == http.StatusServiceUnavailable && strings.Contains(r.body, "ERR_SERVER_BUSY"):
+		// The server holds as many chunks as it may: load, not the file; come back later.
+		return &failure{kind: failLater, err: fmt.Errorf("%w: %w", ErrServer, se), retryAfter: retryAfter(r.header)}
 	case r.code >= 500:
 		return &failure{kind: failCounted, err: fmt.Errorf("%w: %w", ErrServer, se), retryAfter: retryAfter(r.header)}
 	case r.code == http.StatusRequestEntityTooLarge && strings.Contains(r.body, "ERR_CHUNK_TOO_LARGE"):
 		// upload.chunk_size is larger than the server takes in one request: every file
 		// would fail the same way, so it is the link's configuration, not this file.
-		return &failure{kind: failPaused, err: fmt.Errorf("upload.chunk_size too large for the server: %w", se)}
+		return &failure{kind: failPaused, cause: CauseConfig, err: fmt.Errorf("upload.chunk_size too large for the server: %w", se)}
 	case r.code >= 400:
 		return &failure{kind: failFile, err: fmt.Errorf("%w: %w", ErrRejected, se)}
 	default:
@@ -165,7 +189,10 @@ func (u *Uploader) send(ctx context.Context, method, target string, hdr http.Hea
 		if errors.Is(context.Cause(rctx), errStalled) {
 			err = fmt.Errorf("no progress for %s", timeout)
 		}
-		return reply{}, &failure{kind: failLink, err: fmt.Errorf("%s %s: %w", method, redact(target), err)}
+		if reason, ok := tlsReason(err, u.endpoint.Hostname()); ok {
+			return reply{}, &failure{kind: failLink, cause: CauseTLS, err: fmt.Errorf("%s (%s %s: %w)", reason, method, redact(target), err)}
+		}
+		return reply{}, &failure{kind: failLink, cause: CauseNetwork, err: fmt.Errorf("%s %s: %w", method, redact(target), err)}
 	}
 	defer resp.Body.Close()
 	head, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -173,12 +200,50 @@ func (u *Uploader) send(ctx context.Context, method, target string, hdr http.Hea
 	return reply{method: method, url: redact(target), code: resp.StatusCode, header: resp.Header, body: printable(head)}, nil
 }
 
-// redact hides a password in a URL before it goes into a message.
+// redact drops credentials from a URL before it goes into a message or a log:
+// not only the password (url.Redacted keeps the user part, which may be a token).
 func redact(target string) string {
-	if u, err := url.Parse(target); err == nil {
-		return u.Redacted()
+	u, err := url.Parse(target)
+	if err != nil {
+		if strings.Contains(target, "@") {
+			return "(unreadable URL)"
+		}
+		return target
 	}
-	return target
+	u.User = nil
+	return u.String()
+}
+
+// tlsReason says in the operator's words why a TLS connection failed, naming the
+// setting to look at; ok is false for other errors.
+func tlsReason(err error, host string) (reason string, ok bool) {
+	var (
+		unknown   x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		record    tls.RecordHeaderError
+		alert     tls.AlertError
+		untrusted x509.UnhandledCriticalExtension
+	)
+	switch {
+	case errors.As(err, &unknown):
+		return "tls: the server's certificate is not signed by a trusted CA (upload.tls.ca_file)", true
+	case errors.As(err, &hostname):
+		return fmt.Sprintf("tls: the server's certificate is not valid for %s (upload.endpoint, or the certificate's names)", host), true
+	case errors.As(err, &invalid):
+		if invalid.Reason == x509.Expired {
+			return "tls: the server's certificate has expired or is not valid yet (check the server's certificate and this machine's clock)", true
+		}
+		return fmt.Sprintf("tls: the server's certificate is not valid: %v", invalid), true
+	case errors.As(err, &untrusted), errors.As(err, &verify):
+		return fmt.Sprintf("tls: the server's certificate could not be verified: %v (upload.tls.ca_file)", err), true
+	case errors.As(err, &record):
+		return "tls: the server does not speak TLS (upload.endpoint: https:// to a plain HTTP port?)", true
+	case errors.As(err, &alert):
+		return fmt.Sprintf("tls: the server refused the handshake (%v): check upload.tls.client_cert and upload.tls.client_key", alert), true
+	}
+	return "", false
 }
 
 // printable keeps an error body readable in a log line or a LastError column.
@@ -216,19 +281,23 @@ func (u *Uploader) capabilities(ctx context.Context) (capabilities, error) {
 	}
 	if r.code != http.StatusOK && r.code != http.StatusNoContent {
 		f := r.classify()
-		if f.kind == failFile || f.kind == failCounted {
-			// Nothing about a file yet: a wrong endpoint or a broken server is the link's problem.
-			f.kind = failPaused
+		switch {
+		case r.code >= 500:
+			// Nothing about a file yet: the server (or a proxy) fails. Down, and probed.
+			f.kind, f.cause = failLink, CauseServer
+		case f.kind == failFile || f.kind == failCounted || f.kind == failLater:
+			// A wrong endpoint: a person must fix upload.endpoint.
+			f.kind, f.cause = failPaused, CauseConfig
 		}
 		return capabilities{}, f
 	}
 	if !headerHas(r.header.Get("Tus-Version"), tusVersion) {
-		return capabilities{}, fail(failPaused, "server at %s does not speak tus %s (Tus-Version %q)",
-			u.endpoint.Redacted(), tusVersion, r.header.Get("Tus-Version"))
+		return capabilities{}, failc(failPaused, CauseConfig, "server at %s does not speak tus %s (Tus-Version %q)",
+			redact(u.endpoint.String()), tusVersion, r.header.Get("Tus-Version"))
 	}
 	ext := r.header.Get("Tus-Extension")
 	if !headerHas(ext, "creation") {
-		return capabilities{}, fail(failPaused, "server at %s does not support the tus creation extension", u.endpoint.Redacted())
+		return capabilities{}, failc(failPaused, CauseConfig, "server at %s does not support the tus creation extension", redact(u.endpoint.String()))
 	}
 	c := capabilities{creationWithUpload: headerHas(ext, "creation-with-upload")}
 	if headerHas(ext, "checksum") {
@@ -241,7 +310,7 @@ func (u *Uploader) capabilities(ctx context.Context) (capabilities, error) {
 		}
 	}
 	if c.algo == "" {
-		u.log.Warn("server cannot check chunk checksums", "endpoint", u.endpoint.Redacted())
+		u.log.Warn("server cannot check chunk checksums", "endpoint", redact(u.endpoint.String()))
 	}
 	u.caps = &c
 	return c, nil

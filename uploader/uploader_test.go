@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,13 +46,20 @@ type env struct {
 	http   *httptest.Server
 	client *http.Client
 	spool  *spool.Spool
+	conns  atomic.Int64 // connections the server accepted
 }
 
 func newEnv(t *testing.T, mods ...func(*ingest.Options)) *env {
 	t.Helper()
 	e := &env{t: t, srv: newTusServer(t, mods...)}
 	e.faults = newFaults(e.srv.handler)
-	e.http = httptest.NewServer(e.faults)
+	e.http = httptest.NewUnstartedServer(e.faults)
+	e.http.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			e.conns.Add(1)
+		}
+	}
+	e.http.Start()
 	e.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	sp, err := spool.Open(context.Background(), spool.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -113,7 +122,8 @@ func (e *env) run(u *Uploader) (stop func()) {
 					e.t.Errorf("Run: %v", err)
 				}
 			case <-time.After(30 * time.Second):
-				e.t.Fatal("Run did not return after cancellation")
+				buf := make([]byte, 1<<20)
+				e.t.Fatalf("Run did not return after cancellation:\n%s", buf[:runtime.Stack(buf, true)])
 			}
 		})
 	}

@@ -15,7 +15,14 @@ type Options struct {
 	SendFilenames bool
 	// FHIR builds data.fhir for an item with an HL7 envelope; nil = no fhir part.
 	FHIR func(it *spool.Item) (any, bool)
+	// Attachments lists the file ids of the items stored from an item's
+	// embedded attachments (data.attachments); nil = none are known.
+	Attachments func(it *spool.Item) []string
 }
+
+// MetaAttachmentOf is the item meta key naming the file an attachment's own
+// item was taken from; it becomes data.attachment_of.
+const MetaAttachmentOf = "attachment_of"
 
 // CloudEvent is the structured-mode JSON envelope.
 type CloudEvent struct {
@@ -45,8 +52,12 @@ type Data struct {
 	Reason      string            `json:"reason,omitempty"`
 	DuplicateOf string            `json:"duplicate_of,omitempty"`
 	Meta        map[string]string `json:"meta,omitempty"`
-	HL7         json.RawMessage   `json:"hl7,omitempty"`
-	FHIR        any               `json:"fhir,omitempty"`
+	// Attachments: the file ids of this message's attachments, stored as
+	// items of their own. AttachmentOf: for such an item, the message's file id.
+	Attachments  []string        `json:"attachments,omitempty"`
+	AttachmentOf string          `json:"attachment_of,omitempty"`
+	HL7          json.RawMessage `json:"hl7,omitempty"`
+	FHIR         any             `json:"fhir,omitempty"`
 }
 
 // DataSource names where the file came from.
@@ -100,6 +111,10 @@ func Build(it *spool.Item, eventType string, o Options) (*CloudEvent, error) {
 	}
 	if o.SendFilenames {
 		d.Filename = it.Filename
+	}
+	d.AttachmentOf = it.Meta[MetaAttachmentOf]
+	if o.Attachments != nil {
+		d.Attachments = o.Attachments(it)
 	}
 	switch eventType {
 	case spool.EventVerified:

@@ -257,3 +257,35 @@ func BenchmarkFileSink(b *testing.B) {
 		})
 	}
 }
+
+// An HL7 message and an attachment stored apart name each other.
+func TestBuildAttachmentLinks(t *testing.T) {
+	msg := item()
+	msg.Envelope = json.RawMessage(`{"message_type":"ORU^R01","control_id":"C1","embedded":[{"index":0}]}`)
+	part := item()
+	part.ID = "0193b0c2-7d1e-7cc1-9f4e-2f6f1a2b3c4e"
+	part.Meta = map[string]string{MetaAttachmentOf: msg.ID}
+	o := Options{AgentID: "x", Attachments: func(it *spool.Item) []string {
+		if it.ID == msg.ID {
+			return []string{part.ID}
+		}
+		return nil
+	}}
+	m, _ := Marshal(msg, spool.EventVerified, o)
+	p, _ := Marshal(part, spool.EventVerified, o)
+	var me, pe map[string]any
+	json.Unmarshal(m, &me)
+	json.Unmarshal(p, &pe)
+	md, pdata := me["data"].(map[string]any), pe["data"].(map[string]any)
+	if a, _ := md["attachments"].([]any); len(a) != 1 || a[0] != part.ID || md["attachment_of"] != nil {
+		t.Errorf("message event data: attachments %v, attachment_of %v", md["attachments"], md["attachment_of"])
+	}
+	if pdata["attachment_of"] != msg.ID || pdata["attachments"] != nil {
+		t.Errorf("part event data: attachment_of %v, attachments %v", pdata["attachment_of"], pdata["attachments"])
+	}
+	// Without links, neither key appears.
+	plain, _ := Marshal(item(), spool.EventVerified, Options{AgentID: "x"})
+	if strings.Contains(string(plain), "attachment") {
+		t.Errorf("plain event mentions attachments: %s", plain)
+	}
+}

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -33,6 +34,7 @@ type Publisher struct {
 
 // Run publishes until ctx is done.
 func (p *Publisher) Run(ctx context.Context) error {
+	p.Logger = cmp.Or(p.Logger, slog.New(slog.DiscardHandler)) // nil Logger must not panic
 	g, ctx := errgroup.WithContext(ctx)
 	kicks := make([]chan struct{}, len(p.Sinks))
 	for i := range kicks {

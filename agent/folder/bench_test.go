@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgecourier/courier/internal/testutil"
 	"github.com/edgecourier/courier/spool"
 )
 
@@ -58,7 +59,7 @@ func BenchmarkScan(b *testing.B) {
 	// Take everything once, as a running agent would have.
 	fill := startSource(b, opts, sp)
 	start := time.Now()
-	waitFor(b, "every file taken", func() bool { return fill.Stats().Taken == int64(n) })
+	testutil.WaitFor(b, waitTimeout, "every file taken", func() bool { return fill.counters().Taken == int64(n) })
 	b.Logf("took %d files into the spool in %v", n, time.Since(start).Round(time.Millisecond))
 	fill.stop(b)
 

@@ -10,17 +10,32 @@
 //     (it cannot be created, e.g. on some network shares, or Options.NoWatch) the
 //     rescans alone do the work.
 //   - Settling. A file is taken when its size and mtime, as this process observed
-//     them, stayed unchanged for Options.Settle and it can be opened for reading (a
-//     Windows sharing violation means "not yet"). A file that keeps growing keeps
-//     waiting; one deleted before it settles is forgotten.
+//     them, stayed unchanged for Options.Settle, it can be opened for reading, and no
+//     process holds it open for writing (Linux: a read lease, or /proc/*/fd where no
+//     lease can be had; Windows: opening it while denying writers). A file that keeps
+//     growing keeps waiting; one deleted before it settles is forgotten.
 //   - Releasing. Only after spool.ReceiveFile returned (the item is durable) is the
 //     file deleted, moved to the move target under its relative path (never
 //     overwriting: a taken name gets ".<item id>" before its extension), or kept.
-//     With after: keep, a fingerprint of path, size and mtime is recorded with the
-//     item, and files whose fingerprint the spool knows are skipped, so neither a
-//     rescan nor a restart takes a file twice while a changed file is taken again.
-//     If the file changed while it was being received, it is left in place and taken
-//     again once it settles.
+//     Just before, it is checked once more: same size, mtime and identity, and not
+//     open for writing. If it changed (a writer that paused longer than settle and
+//     went on), it is left in place and taken again once it settles. The spool
+//     cannot withdraw the item yet, so that earlier state still goes out as an item
+//     of its own; the file's later state is never lost.
+//   - Keeping. With after: keep, a fingerprint of path, size, mtime and the file's
+//     identity (device and inode and ctime; on Windows volume serial, file index
+//     and change time) is recorded with the item, and files whose fingerprint the
+//     spool knows are skipped, so neither a rescan nor a restart takes a file twice
+//     while a changed file is taken again, even one rewritten to the same size with
+//     its old mtime put back. When only the identity or ctime changed (chmod, a copy
+//     over itself) the content decides: the same SHA-256 is not taken again (within
+//     one run; after a restart the spool records it as a duplicate).
+//
+// What remains undetectable: a writer that closes the file, pauses longer than
+// settle and then opens it again to append (nothing holds it open in between); a
+// writer this agent cannot see (another host writing to a network share, another
+// user namespace, or on platforms other than Linux and Windows, any writer); and a
+// rewrite that keeps path, size, mtime and, where there is none, identity.
 //   - Rejecting. Files over max_size, unreadable files, special files (pipes,
 //     sockets, devices) and symlinks that resolve outside the watched folder are
 //     recorded with spool.Reject (which writes the rejected event) and moved to
@@ -35,9 +50,8 @@
 // ignored: the target is taken under its own name, and following the link would take
 // it twice. Hard links cannot be told from ordinary files and are taken like them.
 //
-// With after: delete the spool may hard-link the file instead of copying it (the name
-// goes away at once). With move and keep it always copies: a name kept or moved
-// elsewhere must not share the stored bytes with whoever edits it later.
+// The spool always copies the file's bytes (never a hard link): a name kept, moved,
+// or not yet deleted must not share the stored bytes with whoever edits it later.
 //
 // Skipped: the .courier-rejected folder, the move target when it lies inside the
 // root, and files and folders whose base name matches an exclude pattern (by default

@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/edgecourier/courier/internal/testutil"
 	"github.com/edgecourier/courier/spool"
 )
 
@@ -116,9 +117,9 @@ func TestNestedAndLaterFolders(t *testing.T) {
 		if it.State == spool.StateReceived && !bytes.Equal(storedBytes(t, sp, it.ID), data) {
 			t.Errorf("%s: stored bytes differ from the file", rel)
 		}
-		waitFor(t, rel+" deleted from the folder", func() bool { return gone(filepath.Join(root, rel)) })
+		testutil.WaitFor(t, waitTimeout, rel+" deleted from the folder", func() bool { return gone(filepath.Join(root, rel)) })
 	}
-	if st := r.Stats(); st.Taken != int64(len(files)) || st.Rejected != 0 || !st.Watching {
+	if st := r.counters(); st.Taken != int64(len(files)) || st.Rejected != 0 || !st.Watching {
 		t.Errorf("stats %+v, want %d taken, watching", st, len(files))
 	}
 	// Folders stay; only files are taken.
@@ -137,7 +138,7 @@ func TestFolderRenamedWithinTree(t *testing.T) {
 	opts := testOptions(t, root)
 	opts.Rescan = time.Hour
 	r := startSource(t, opts, sp)
-	waitFor(t, "folders watched", func() bool { return r.Stats().Folders == 3 })
+	testutil.WaitFor(t, waitTimeout, "folders watched", func() bool { return r.counters().Folders == 3 })
 	if err := os.Rename(filepath.Join(root, "old"), filepath.Join(root, "new")); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func TestOddNames(t *testing.T) {
 		if it.Filename != filepath.Base(rel) || it.SHA256 != digest(data) || it.Size != int64(len(data)) {
 			t.Errorf("%s: got filename %q sha %s size %d", rel, it.Filename, it.SHA256, it.Size)
 		}
-		waitFor(t, rel+" deleted", func() bool { return gone(filepath.Join(root, rel)) })
+		testutil.WaitFor(t, waitTimeout, rel+" deleted", func() bool { return gone(filepath.Join(root, rel)) })
 	}
 }
 
@@ -222,7 +223,7 @@ func TestGrowingFileTakenOnceComplete(t *testing.T) {
 	if it.SHA256 != digest(all.Bytes()) || it.Size != int64(all.Len()) {
 		t.Fatalf("item sha %s size %d, want the final file: %s %d", it.SHA256, it.Size, digest(all.Bytes()), all.Len())
 	}
-	waitFor(t, "file deleted", func() bool { return gone(p) })
+	testutil.WaitFor(t, waitTimeout, "file deleted", func() bool { return gone(p) })
 	waitScans(t, r, 2)
 	if n := len(itemsFor(t, sp, "growing.bin")); n != 1 {
 		t.Fatalf("%d items, want 1", n)
@@ -239,17 +240,17 @@ func TestDeletedBeforeSettle(t *testing.T) {
 
 	p := filepath.Join(root, "short-lived.txt")
 	writeFile(t, p, []byte("gone soon"))
-	waitFor(t, "the file to be seen", func() bool { return r.Stats().Settling == 1 })
+	testutil.WaitFor(t, waitTimeout, "the file to be seen", func() bool { return r.counters().Settling == 1 })
 	if err := os.Remove(p); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(root, "marker.txt"), []byte("marker"))
 	waitItem(t, sp, "marker.txt", spool.StateReceived)
-	waitFor(t, "nothing left settling", func() bool { return r.Stats().Settling == 0 })
+	testutil.WaitFor(t, waitTimeout, "nothing left settling", func() bool { return r.counters().Settling == 0 })
 	if its := itemsFor(t, sp, "short-lived.txt"); len(its) != 0 {
 		t.Fatalf("deleted file became item %s (%s)", its[0].ID, its[0].State)
 	}
-	if st := r.Stats(); st.Seen != 2 || st.Taken != 1 {
+	if st := r.counters(); st.Seen != 2 || st.Taken != 1 {
 		t.Fatalf("stats %+v, want 2 seen, 1 taken", st)
 	}
 }
@@ -280,7 +281,7 @@ func TestExcludeInclude(t *testing.T) {
 			t.Errorf("%s was taken", rel)
 		}
 	}
-	if st := r.Stats(); st.Seen != 2 {
+	if st := r.counters(); st.Seen != 2 {
 		t.Errorf("stats %+v, want 2 seen", st)
 	}
 }
@@ -307,7 +308,7 @@ func TestAfterMove(t *testing.T) {
 			writeFile(t, filepath.Join(root, "top.txt"), []byte("top"))
 			it := waitItem(t, sp, "lab/result.hl7", spool.StateReceived)
 			waitItem(t, sp, "top.txt", spool.StateReceived)
-			waitFor(t, "files moved", func() bool {
+			testutil.WaitFor(t, waitTimeout, "files moved", func() bool {
 				return gone(filepath.Join(root, "lab/result.hl7")) && gone(filepath.Join(root, "top.txt"))
 			})
 			if b, _ := os.ReadFile(filepath.Join(done, "top.txt")); string(b) != "top" {
@@ -360,13 +361,13 @@ func TestAfterKeep(t *testing.T) {
 	if n := len(itemsFor(t, sp, "kept/report.hl7")); n != 1 {
 		t.Fatalf("%d items after a restart, want 1", n)
 	}
-	if st := r.Stats(); st.Seen != 0 {
+	if st := r.counters(); st.Seen != 0 {
 		t.Fatalf("stats after restart %+v, want nothing seen", st)
 	}
 
 	// Changed: taken again.
 	writeFile(t, p, []byte("MSH|v2, longer"))
-	waitFor(t, "the changed file taken", func() bool { return len(itemsFor(t, sp, "kept/report.hl7")) == 2 })
+	testutil.WaitFor(t, waitTimeout, "the changed file taken", func() bool { return len(itemsFor(t, sp, "kept/report.hl7")) == 2 })
 	waitScans(t, r, 2)
 	r.stop(t)
 	r = startSource(t, opts, sp)
@@ -401,7 +402,7 @@ func TestMaxSizeRejected(t *testing.T) {
 		t.Fatalf("rejected item reason %q size %d, want %q 11", it.Reason, it.Size, want)
 	}
 	aside := filepath.Join(root, RejectedDir, "sub/big.bin")
-	waitFor(t, "the file moved aside", func() bool { return exists(aside + ".reason.txt") })
+	testutil.WaitFor(t, waitTimeout, "the file moved aside", func() bool { return exists(aside + ".reason.txt") })
 	if b, _ := os.ReadFile(aside); string(b) != "eleven byte" {
 		t.Fatalf("moved-aside file holds %q", b)
 	}
@@ -421,7 +422,7 @@ func TestMaxSizeRejected(t *testing.T) {
 	}
 
 	it2 := waitItem(t, sp, "sub/"+long, spool.StateRejected)
-	waitFor(t, "the long-named file moved aside", func() bool {
+	testutil.WaitFor(t, waitTimeout, "the long-named file moved aside", func() bool {
 		return exists(filepath.Join(root, RejectedDir, "sub", long))
 	})
 	ents, err := os.ReadDir(filepath.Join(root, RejectedDir, "sub"))
@@ -438,7 +439,7 @@ func TestMaxSizeRejected(t *testing.T) {
 	if !found {
 		t.Fatalf("no reason file for the long name among %v", ents)
 	}
-	if st := r.Stats(); st.Rejected != 2 || st.Taken != 1 {
+	if st := r.counters(); st.Rejected != 2 || st.Taken != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 	// The rejected folder itself is never scanned.
@@ -478,7 +479,7 @@ func TestUnreadableRejected(t *testing.T) {
 	if it.Reason != "file cannot be read: permission denied" {
 		t.Fatalf("reason %q", it.Reason)
 	}
-	waitFor(t, "moved aside", func() bool { return exists(filepath.Join(root, RejectedDir, "locked.hl7.reason.txt")) })
+	testutil.WaitFor(t, waitTimeout, "moved aside", func() bool { return exists(filepath.Join(root, RejectedDir, "locked.hl7.reason.txt")) })
 }
 
 // A rejected file that cannot be moved aside is recorded once, not on every scan,
@@ -506,12 +507,12 @@ func TestRejectedButStuck(t *testing.T) {
 	}
 	// Once changed, it is judged again.
 	writeFile(t, filepath.Join(root, "fixed.bin"), []byte("ok"))
-	waitFor(t, "the fixed file taken", func() bool { return len(itemsFor(t, sp, "fixed.bin")) == 2 })
+	testutil.WaitFor(t, waitTimeout, "the fixed file taken", func() bool { return len(itemsFor(t, sp, "fixed.bin")) == 2 })
 	// Once possible, the rejected one is moved aside, without a second rejection.
 	if err := os.Remove(obstacle); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "moved aside", func() bool { return exists(filepath.Join(obstacle, "big.bin.reason.txt")) })
+	testutil.WaitFor(t, waitTimeout, "moved aside", func() bool { return exists(filepath.Join(obstacle, "big.bin.reason.txt")) })
 	if n := len(itemsFor(t, sp, "big.bin")); n != 1 || !gone(filepath.Join(root, "big.bin")) {
 		t.Fatalf("%d rejected items, want 1", n)
 	}
@@ -537,7 +538,7 @@ func TestReleaseRetried(t *testing.T) {
 	if err := os.Remove(done); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "moved", func() bool { return exists(filepath.Join(done, "sub/a.hl7")) })
+	testutil.WaitFor(t, waitTimeout, "moved", func() bool { return exists(filepath.Join(done, "sub/a.hl7")) })
 	if n := len(itemsFor(t, sp, "sub/a.hl7")); n != 1 || !gone(filepath.Join(root, "sub/a.hl7")) {
 		t.Fatalf("%d items, want 1", n)
 	}
@@ -556,8 +557,8 @@ func TestNoWatchRescans(t *testing.T) {
 	writeFile(t, filepath.Join(root, "deep/er/later.txt"), []byte("later"))
 	waitItem(t, sp, "deep/er/later.txt", spool.StateReceived)
 	// The spool commits before the source counts the take: wait for the count.
-	waitFor(t, "both files counted as taken", func() bool { return r.Stats().Taken == 2 })
-	if st := r.Stats(); st.Watching || st.Folders != 0 || st.Taken != 2 {
+	testutil.WaitFor(t, waitTimeout, "both files counted as taken", func() bool { return r.counters().Taken == 2 })
+	if st := r.counters(); st.Watching || st.Folders != 0 || st.Taken != 2 {
 		t.Fatalf("stats %+v, want 2 taken without watching", st)
 	}
 }
@@ -586,12 +587,12 @@ func TestSpoolFullBackpressure(t *testing.T) {
 
 	p := filepath.Join(root, "two.bin")
 	writeFile(t, p, bytes.Repeat([]byte("2"), 100))
-	waitFor(t, "the second file seen", func() bool { return r.Stats().Seen == 2 })
+	testutil.WaitFor(t, waitTimeout, "the second file seen", func() bool { return r.counters().Seen == 2 })
 	waitScans(t, r, 3)
 	if !exists(p) || len(itemsFor(t, sp, "two.bin")) != 0 {
 		t.Fatalf("file taken into a full spool (or lost)")
 	}
-	if st := r.Stats(); st.Settling != 1 || st.Rejected != 0 {
+	if st := r.counters(); st.Settling != 1 || st.Rejected != 0 {
 		t.Fatalf("stats %+v, want it waiting", st)
 	}
 
@@ -613,7 +614,7 @@ func TestSpoolFullBackpressure(t *testing.T) {
 		}
 	}
 	waitItem(t, sp, "two.bin", spool.StateReceived)
-	waitFor(t, "file deleted", func() bool { return gone(p) })
+	testutil.WaitFor(t, waitTimeout, "file deleted", func() bool { return gone(p) })
 }
 
 // Logs at info level name no file: names carry patient names.
@@ -631,7 +632,7 @@ func TestLogsCarryNoFileNames(t *testing.T) {
 	startSource(t, opts, sp)
 	waitItem(t, sp, "DOE_JOHN_19700101/ok.hl7", spool.StateReceived)
 	waitItem(t, sp, "MUSTERMANN_ERIKA.pdf", spool.StateRejected)
-	waitFor(t, "moved aside", func() bool {
+	testutil.WaitFor(t, waitTimeout, "moved aside", func() bool {
 		return exists(filepath.Join(root, RejectedDir, "MUSTERMANN_ERIKA.pdf.reason.txt"))
 	})
 	mu.Lock()
@@ -672,5 +673,53 @@ func TestFitName(t *testing.T) {
 	}
 	if got := fitName("short", ".reason.txt"); got != "short.reason.txt" {
 		t.Fatalf("fitName short: %q", got)
+	}
+}
+
+// TestKeepSeesSameSizeRewriteWithOldMtime (issue 10, break 6): with after: keep, a
+// rewrite to the same size that puts the old mtime back (copy tools that preserve
+// timestamps, shares with 2-second mtimes) is a new state and taken again; a change
+// of identity or ctime alone (chmod) with the same content is not.
+func TestKeepSeesSameSizeRewriteWithOldMtime(t *testing.T) {
+	root := t.TempDir()
+	sp := openSpool(t, spool.Options{})
+	opts := testOptions(t, root)
+	opts.After = "keep"
+	opts.Rescan = 200 * time.Millisecond
+	p := filepath.Join(root, "fixed-name.csv")
+	v1, v2 := []byte("result;4.2;mmol/l\n"), []byte("result;5.7;mmol/l\n")
+	writeFile(t, p, v1)
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startSource(t, opts, sp)
+	waitItem(t, sp, "fixed-name.csv", spool.StateReceived)
+	waitScans(t, r, 2)
+
+	// Same size, other content, the old mtime put back.
+	if err := os.WriteFile(p, v2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, waitTimeout, "the rewritten file taken again", func() bool { return len(itemsFor(t, sp, "fixed-name.csv")) == 2 })
+	digests := map[string]bool{}
+	for _, it := range itemsFor(t, sp, "fixed-name.csv") {
+		digests[it.SHA256] = true
+	}
+	if !digests[digest(v1)] || !digests[digest(v2)] {
+		t.Fatalf("items do not hold both versions")
+	}
+
+	// Only the ctime moves (chmod): the content decides, and it is unchanged.
+	waitScans(t, r, 1)
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitScans(t, r, 3)
+	if n := len(itemsFor(t, sp, "fixed-name.csv")); n != 2 {
+		t.Fatalf("%d items after a chmod, want still 2", n)
 	}
 }

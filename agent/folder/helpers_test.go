@@ -15,10 +15,15 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/edgecourier/courier/internal/testutil"
 	"github.com/edgecourier/courier/spool"
 )
 
 func TestMain(m *testing.M) {
+	if p := os.Getenv(pausedWriterEnv); p != "" {
+		pausedWriter(p) // a child process of TestPausedWriterFileArrivesWhole
+		return
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -87,25 +92,13 @@ func startSource(t testing.TB, opts Options, sp Spool, tweak ...func(*Source)) *
 	return r
 }
 
-// waitFor polls cond until it holds or the generous timeout passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitScans waits until n full scans ended after now, so whatever is in the folder
 // now has been looked at by a scan (not only by events).
 func waitScans(t testing.TB, r *running, n int) {
 	t.Helper()
 	for range n {
 		since := time.Now()
-		waitFor(t, "a full rescan", func() bool { return r.Stats().LastScan.After(since) })
+		testutil.WaitFor(t, waitTimeout, "a full rescan", func() bool { return r.counters().LastScan.After(since) })
 	}
 }
 
@@ -133,7 +126,7 @@ func itemsFor(t testing.TB, sp *spool.Spool, ref string) []*spool.Item {
 func waitItem(t testing.TB, sp *spool.Spool, ref string, states ...spool.State) *spool.Item {
 	t.Helper()
 	var got *spool.Item
-	waitFor(t, "an item for "+ref, func() bool {
+	testutil.WaitFor(t, waitTimeout, "an item for "+ref, func() bool {
 		its := itemsFor(t, sp, ref)
 		if len(its) == 0 {
 			return false

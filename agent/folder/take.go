@@ -2,6 +2,8 @@ package folder
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -34,14 +36,14 @@ func (s *Source) intake(rel string, fi fs.FileInfo) spool.Intake {
 		NoInspect:  s.opts.NoInspect,
 	}
 	if s.keep {
-		in.Fingerprint = fingerprint(rel, fi)
+		in.Fingerprint = fingerprint(s.abs(rel), rel, fi)
 	}
 	return in
 }
 
 // take hands a settled file to the spool and releases it once it is durable.
 func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.FileInfo) {
-	fp := fingerprint(rel, fi)
+	fp := fingerprint(p, rel, fi)
 	if s.opts.MaxSize > 0 && fi.Size() > s.opts.MaxSize {
 		s.reject(ctx, p, rel, fi, fi.Size(), s.tooLarge(fi.Size()))
 		return
@@ -64,9 +66,18 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		return
 	}
 	f.Close()
+	// Settled by size and mtime, but a writer may only have paused: a file some
+	// process still holds open for writing is not finished.
+	if held, err := heldForWriting(p, fi); err == nil && held {
+		s.log.Debug("folder: file is still open for writing, waiting", "path", rel, "file", ref(rel))
+		s.retryIn(rel, c, s.opts.Settle)
+		return
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Debug("folder: cannot tell whether the file is open for writing", "file", ref(rel), "err", errKind(err))
+	}
 	in := s.intake(rel, fi)
 	if s.keep {
-		has, err := s.sp.HasFingerprint(ctx, s.opts.Name, fp)
+		has, err := s.hasFingerprint(ctx, rel, fp, fi)
 		if err != nil {
 			s.log.Warn("folder: fingerprint lookup failed, will try again", "file", ref(rel), "err", redact(err, p))
 			s.retryIn(rel, c, s.opts.Rescan)
@@ -84,7 +95,7 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 	// lab exports) would change a committed item. A zero-copy intake needs a journaled
 	// rename in the spool; until then correctness wins over one extra copy.
 	start := time.Now()
-	it, err := s.sp.ReceiveFile(ctx, in, p, false)
+	it, err := s.sp.ReceiveFile(ctx, in, p)
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -116,19 +127,25 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		return
 	}
 	delete(s.pending, rel)
-	s.count(func(st *Stats) { st.Taken++ })
+	s.count(func(st *counters) { st.Taken++ })
 	s.log.Info("folder: file taken", "id", it.ID, "file", ref(rel), "size", it.Size, "sha256", it.SHA256,
 		"state", it.State, "took", time.Since(start).Round(time.Millisecond))
 	s.log.Debug("folder: file taken", "id", it.ID, "path", rel)
 
-	// Written to while we read it (a writer that paused longer than settle): what was
-	// stored is an earlier state. Keep the file; it is taken again once it settles.
-	if now, err := os.Lstat(p); err == nil && (now.Size() != fi.Size() || !now.ModTime().Equal(fi.ModTime()) ||
-		it.Size != fi.Size()) {
-		s.log.Warn("folder: file changed while it was received, leaving it to be taken again",
-			"id", it.ID, "file", ref(rel), "size", it.Size, "size_now", now.Size())
+	// Checked once more before the file is released: written to while we read it, or
+	// opened for writing again (a writer that paused longer than settle), or replaced
+	// under its name. What was stored is then an earlier state: the file stays and is
+	// taken again once it settles.
+	if why, now := s.changedSince(p, fi, it); why != "" {
+		// The spool has no way yet to withdraw the item (it goes out as it was
+		// stored); what matters here is that the file itself is not released.
+		s.log.Warn("folder: file changed before it could be released, leaving it to be taken again",
+			"id", it.ID, "file", ref(rel), "why", why, "size", it.Size, "size_now", now.Size())
 		s.track(rel, now)
 		return
+	}
+	if s.keep {
+		s.kept[rel] = keptFile{weak: weakFingerprint(rel, fi), sha256: it.SHA256}
 	}
 	if err := s.release(p, rel, it.ID, fp); err != nil {
 		// Taken, but still there: don't take it again as long as it is unchanged, and
@@ -138,6 +155,62 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		s.known[rel] = fp
 		s.stuck[rel] = stuck{fp: fp, id: it.ID}
 	}
+}
+
+// changedSince says why the file at p is no longer the state fi that was stored as
+// it ("" if it still is), with what it is now.
+func (s *Source) changedSince(p string, fi fs.FileInfo, it *spool.Item) (string, fs.FileInfo) {
+	now, err := os.Lstat(p)
+	if err != nil {
+		return "", fi // gone: nothing left to release
+	}
+	switch {
+	case it.Size != fi.Size():
+		return "stored size differs", now
+	case now.Size() != fi.Size() || !now.ModTime().Equal(fi.ModTime()):
+		return "size or mtime changed", now
+	case !os.SameFile(fi, now) || identity(p, fi) != identity(p, now):
+		return "replaced or rewritten", now
+	}
+	if held, err := heldForWriting(p, now); err == nil && held {
+		return "open for writing", now
+	}
+	return "", now
+}
+
+// keptFile is what after: keep remembers of a taken file: its path/size/mtime and
+// the SHA-256 stored, so that when only its identity or ctime changes the content
+// decides whether it is new.
+type keptFile struct{ weak, sha256 string }
+
+// sameContent: with after: keep, a file whose path, size and mtime are those of
+// the state taken, but whose identity or ctime changed, is compared by content.
+func (s *Source) sameContent(p, rel string, fi fs.FileInfo) bool {
+	k, ok := s.kept[rel]
+	if !s.keep || !ok || k.weak != weakFingerprint(rel, fi) || !fi.Mode().IsRegular() {
+		return false
+	}
+	f, err := s.open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	return hex.EncodeToString(h.Sum(nil)) == k.sha256
+}
+
+// hasFingerprint asks the spool about fp, and about the path/size/mtime
+// fingerprint that versions before the identity was added recorded, so an upgrade
+// does not take every kept file again.
+func (s *Source) hasFingerprint(ctx context.Context, rel, fp string, fi fs.FileInfo) (bool, error) {
+	has, err := s.sp.HasFingerprint(ctx, s.opts.Name, fp)
+	if err != nil || has {
+		return has, err
+	}
+	return s.sp.HasFingerprint(ctx, s.opts.Name, weakFingerprint(rel, fi))
 }
 
 // stuck is a file dealt with in the spool (taken or rejected) that could not be
@@ -153,7 +226,7 @@ func (s *Source) retryStuck() {
 	for rel, st := range s.stuck {
 		p := s.abs(rel)
 		fi, err := os.Lstat(p)
-		if err != nil || fingerprint(rel, fi) != st.fp {
+		if err != nil || fingerprint(p, rel, fi) != st.fp {
 			delete(s.stuck, rel)
 			continue
 		}
@@ -216,7 +289,7 @@ func (s *Source) reject(ctx context.Context, p, rel string, fi fs.FileInfo, size
 		}
 		return
 	}
-	s.count(func(st *Stats) { st.Rejected++ })
+	s.count(func(st *counters) { st.Rejected++ })
 	s.log.Warn("folder: file rejected", "id", it.ID, "file", ref(rel), "size", size, "reason", reason)
 	dst, err := s.moveAside(p, rel, it.ID, reason)
 	if err != nil {
@@ -224,7 +297,7 @@ func (s *Source) reject(ctx context.Context, p, rel string, fi fs.FileInfo, size
 		// every scan (in keep mode the spool remembers it across restarts too).
 		s.log.Error("folder: rejected file could not be moved aside; it stays in the folder, will try again",
 			"id", it.ID, "file", ref(rel), "err", redact(err, p))
-		fp := fingerprint(rel, fi)
+		fp := fingerprint(p, rel, fi)
 		s.known[rel] = fp
 		s.stuck[rel] = stuck{fp: fp, id: it.ID, reason: reason}
 		return

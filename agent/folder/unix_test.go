@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgecourier/courier/internal/testutil"
 	"github.com/edgecourier/courier/spool"
 )
 
@@ -47,7 +48,7 @@ func TestSymlinks(t *testing.T) {
 			t.Errorf("%s: reason %q size %d", name, it.Reason, it.Size)
 		}
 		aside := filepath.Join(root, RejectedDir, name)
-		waitFor(t, name+" moved aside", func() bool { return exists(aside + ".reason.txt") })
+		testutil.WaitFor(t, waitTimeout, name+" moved aside", func() bool { return exists(aside + ".reason.txt") })
 		if fi, err := os.Lstat(aside); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 			t.Errorf("%s: moved-aside entry is not the link: %v %v", name, fi, err)
 		}
@@ -68,7 +69,7 @@ func TestSymlinks(t *testing.T) {
 	if !exists(filepath.Join(root, "inside-link.txt")) {
 		t.Fatalf("inside link removed")
 	}
-	if st := r.Stats(); st.Rejected != 4 || st.Taken != 1 {
+	if st := r.counters(); st.Rejected != 4 || st.Taken != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -85,7 +86,7 @@ func TestFIFORejected(t *testing.T) {
 	if it.Reason != "not a regular file (named pipe)" {
 		t.Fatalf("reason %q", it.Reason)
 	}
-	waitFor(t, "moved aside", func() bool { return exists(filepath.Join(root, RejectedDir, "pipe.hl7.reason.txt")) })
+	testutil.WaitFor(t, waitTimeout, "moved aside", func() bool { return exists(filepath.Join(root, RejectedDir, "pipe.hl7.reason.txt")) })
 }
 
 // A folder the agent cannot read does not stop the others.
@@ -116,8 +117,8 @@ func TestSymlinkedRoot(t *testing.T) {
 	waitItem(t, sp, "sub/present.txt", spool.StateReceived)
 	writeFile(t, filepath.Join(real, "later.txt"), []byte("later"))
 	waitItem(t, sp, "later.txt", spool.StateReceived)
-	waitFor(t, "deleted", func() bool { return gone(filepath.Join(real, "later.txt")) })
-	if st := r.Stats(); !st.Watching || st.Folders != 2 {
+	testutil.WaitFor(t, waitTimeout, "deleted", func() bool { return gone(filepath.Join(real, "later.txt")) })
+	if st := r.counters(); !st.Watching || st.Folders != 2 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -145,9 +146,9 @@ func TestWatcherOverflowRescans(t *testing.T) {
 	opts.Rescan = time.Hour
 	opts.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r := startSource(t, opts, gate)
-	waitFor(t, "watching", func() bool { return r.Stats().Folders == 1 })
+	testutil.WaitFor(t, waitTimeout, "watching", func() bool { return r.counters().Folders == 1 })
 	writeFile(t, filepath.Join(root, "first"), nil)
-	waitFor(t, "the source held up", func() bool { return gate.waiting.Load() })
+	testutil.WaitFor(t, waitTimeout, "the source held up", func() bool { return gate.waiting.Load() })
 	n := limit + limit/2
 	for i := range n {
 		f, err := os.Create(filepath.Join(root, fmt.Sprintf("f%06d", i)))
@@ -157,7 +158,7 @@ func TestWatcherOverflowRescans(t *testing.T) {
 		f.Close()
 	}
 	close(gate.open)
-	waitFor(t, "every file seen", func() bool { return r.Stats().Settling == n+1 })
+	testutil.WaitFor(t, waitTimeout, "every file seen", func() bool { return r.counters().Settling == n+1 })
 	mu.Lock()
 	defer mu.Unlock()
 	if !strings.Contains(logs.String(), "watcher queue overflowed") {
@@ -204,7 +205,7 @@ func TestMoveTargetUnderAnotherName(t *testing.T) {
 	r := startSource(t, opts, sp)
 	writeFile(t, filepath.Join(root, "a.txt"), []byte("once"))
 	waitItem(t, sp, "a.txt", spool.StateReceived)
-	waitFor(t, "the file moved", func() bool { return exists(filepath.Join(real, "done", "a.txt")) })
+	testutil.WaitFor(t, waitTimeout, "the file moved", func() bool { return exists(filepath.Join(real, "done", "a.txt")) })
 	waitScans(t, r, 3)
 	if items := allItems(t, sp); len(items) != 1 {
 		t.Fatalf("%d items for one file: the move target was scanned as part of the inbox", len(items))

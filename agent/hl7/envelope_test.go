@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/edgecourier/courier/spool"
 )
 
 var testSalt = []byte("site-salt-for-tests")
@@ -118,10 +116,7 @@ func TestEnvelopeData(t *testing.T) {
 	if env.ContentType != ContentType {
 		t.Errorf("ContentType = %q", env.ContentType)
 	}
-	var got map[string]any
-	if err := json.Unmarshal(env.Data, &got); err != nil {
-		t.Fatalf("Data is not JSON: %v", err)
-	}
+	got := roundTrip(t, env.Data)
 	want := map[string]any{
 		"message_type":        "ORU^R01",
 		"control_id":          "MSG1",
@@ -132,6 +127,7 @@ func TestEnvelopeData(t *testing.T) {
 		"result_status":       "C",
 		"patient":             PatientHMAC(testSalt, "444333222"),
 		"sent_at":             "20260815081500",
+		"observed_start":      "20260813071500", // OBR-7
 	}
 	for k, v := range want {
 		if got[k] != v {
@@ -142,7 +138,7 @@ func TestEnvelopeData(t *testing.T) {
 		t.Errorf("data has %d keys, want %d: %v", len(got), len(want), got)
 	}
 	p, _ := got["patient"].(string)
-	if len(p) != 64 || p == "444333222" || strings.Contains(string(env.Data), "444333222") {
+	if len(p) != 64 || p == "444333222" || strings.Contains(jsonOf(t, env.Data), "444333222") {
 		t.Errorf("patient %q is not a keyed hash of PID-3 only", p)
 	}
 	if PatientHMAC([]byte("other salt"), "444333222") == p {
@@ -150,10 +146,7 @@ func TestEnvelopeData(t *testing.T) {
 	}
 
 	// Without a salt nothing linkable is sent.
-	var bare map[string]any
-	if err := json.Unmarshal(m.Envelope(nil).Data, &bare); err != nil {
-		t.Fatal(err)
-	}
+	bare := roundTrip(t, m.Envelope(nil).Data)
 	if _, ok := bare["patient"]; ok {
 		t.Errorf("patient present without a salt: %v", bare["patient"])
 	}
@@ -169,11 +162,8 @@ func TestEnvelopeNoPatientData(t *testing.T) {
 		m := mustParse(t, b)
 		env := m.Envelope(testSalt)
 		keys := env.DedupeKey + "\n" + env.OrderKey + "\n" + env.ContentKey
-		data := string(env.Data)
-		var values map[string]any
-		if err := json.Unmarshal(env.Data, &values); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
+		data := jsonOf(t, env.Data)
+		values := roundTrip(t, env.Data)
 		pid := segment(b, "PID", m.Delims)
 		if pid == nil {
 			continue
@@ -261,7 +251,7 @@ func TestInspector(t *testing.T) {
 	}
 	want := mustParse(t, msg).Envelope(testSalt)
 	if env.DedupeKey != want.DedupeKey || env.ContentKey != want.ContentKey || env.OrderKey != want.OrderKey ||
-		env.ContentType != ContentType || !bytes.Equal(env.Data, want.Data) {
+		env.ContentType != ContentType || jsonOf(t, env.Data) != jsonOf(t, want.Data) {
 		t.Errorf("inspector envelope %+v, want %+v", env, want)
 	}
 	if e := inspect(withBOM); e == nil || e.ContentKey != want.ContentKey {
@@ -279,8 +269,6 @@ func TestInspector(t *testing.T) {
 	if Inspector(testSalt, 0)(big) == nil {
 		t.Error("default limit: nil for a 2 KiB message")
 	}
-
-	var _ spool.Inspector = inspect
 }
 
 func TestInspectorCorpus(t *testing.T) {
@@ -297,8 +285,8 @@ func TestInspectorCorpus(t *testing.T) {
 			if wantAll && env == nil {
 				t.Errorf("%s/%s: nil envelope", sub, name)
 			}
-			if env != nil && !json.Valid(env.Data) {
-				t.Errorf("%s/%s: invalid JSON %q", sub, name, env.Data)
+			if env != nil && !json.Valid([]byte(jsonOf(t, env.Data))) {
+				t.Errorf("%s/%s: invalid JSON", sub, name)
 			}
 		}
 	}
@@ -313,4 +301,14 @@ func TestLooksLikeHL7(t *testing.T) {
 			t.Errorf("LooksLikeHL7(%q) = %v", in, got)
 		}
 	}
+}
+
+// jsonOf is v as JSON text.
+func jsonOf(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	return string(b)
 }

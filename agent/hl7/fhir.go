@@ -3,12 +3,9 @@ package hl7
 import (
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"regexp"
 	"strings"
 	"time"
-
-	"github.com/edgecourier/courier/spool"
 )
 
 // FHIR systems used in the DocumentReference.
@@ -17,8 +14,13 @@ const (
 	SystemMessageType = "http://terminology.hl7.org/CodeSystem/v2-0076"
 	// SystemIdentifierType is HL7 v2 table 0203 (identifier type); FILL = filler identifier.
 	SystemIdentifierType = "http://terminology.hl7.org/CodeSystem/v2-0203"
-	// SystemPatientHMAC names the pseudonymous patient identifiers Courier makes.
-	SystemPatientHMAC = "urn:edgecourier:patient-hmac"
+	// SystemServiceSection is HL7 v2 table 0074 (diagnostic service section, OBR-24).
+	SystemServiceSection = "http://terminology.hl7.org/CodeSystem/v2-0074"
+	// SystemPatientHMAC names the pseudonymous patient identifiers Courier
+	// makes: hex HMAC-SHA256 of the id, keyed with the site's salt.
+	SystemPatientHMAC = "urn:edgecourier:patient-id:hmac-sha256"
+	// SystemCategory is Courier's own category: what kind of HL7 content this is.
+	SystemCategory = "urn:edgecourier:category"
 	// SystemURI is for identifiers that are URIs (the file id as urn:uuid).
 	SystemURI = "urn:ietf:rfc:3986"
 )
@@ -37,29 +39,50 @@ type DocRefInput struct {
 	Corrects    string    // id of the file this one corrects, "" if none
 	Date        time.Time // when the reference is made: the item's verified_at
 	HL7         EnvelopeData
+	// Parts are the attachments stored as items of their own: the message's
+	// DocumentReference lists each as another content entry.
+	Parts []PartRef
+	// AttachmentOf is set for an attachment's own item: the message's file id.
+	AttachmentOf string
+}
+
+// PartRef points at an attachment stored as an item of its own.
+type PartRef struct {
+	FileID      string
+	Location    string // "" until it is verified: the urn:uuid stands in
+	ContentType string
+	Size        int64 // -1 when not known yet
 }
 
 // DocumentReference builds a FHIR R4 DocumentReference (JSON-ready) that points at
-// the stored HL7 message. It carries no patient data: the subject is only the
-// HMAC identifier, and only when the envelope has one.
+// the stored HL7 message (or one of its attachments). It carries no patient
+// data: the subject is only the HMAC identifier, and only when the envelope
+// has one; redacted values are HMACs already.
 //
 // Mapping (R4 4.0.1 element names and cardinalities):
+//   - masterIdentifier and identifier: the file id as urn:uuid, so a FHIR
+//     server's conditional create (If-None-Exist: identifier=…) is idempotent.
 //   - status "current"; docStatus from the result status: F/U final, C amended,
 //     P/R/S/A preliminary, W entered-in-error, else absent.
 //   - type: MSH-9.1 coded in HL7 table 0076, text the full "ORU^R01".
-//   - identifier: the file id as urn:uuid.
+//   - category: Courier's (hl7v2-message or hl7v2-attachment), and OBR-24 in
+//     HL7 table 0074 when present.
 //   - date (instant): when the reference is made.
 //   - subject: Reference.identifier {SystemPatientHMAC, hmac} only.
 //   - content[0].attachment: contentType, url, size (omitted above the R4
 //     unsignedInt range), hash (base64 SHA-1, as R4 requires), creation (MSH-7
-//     as a FHIR dateTime when it converts). No title: file names may name patients.
-//   - context.related: the filler order number (OBR-3) as an identifier of type FILL.
-//   - relatesTo: [{code "replaces", target.identifier urn:uuid of the corrected file}].
+//     as a FHIR dateTime when it converts). No title: file names may name
+//     patients. content[1…]: the attachments stored apart.
+//   - context.related: the filler order number (OBR-3) as an identifier of
+//     type FILL; context.period from OBR-7/OBR-8 (or OBX-14).
+//   - relatesTo: "replaces" the corrected file; for an attachment, "transforms"
+//     the message it was taken from.
 func DocumentReference(in DocRefInput) map[string]any {
 	doc := map[string]any{
-		"resourceType": "DocumentReference",
-		"status":       "current",
-		"identifier":   []any{uuidIdentifier(in.FileID)},
+		"resourceType":     "DocumentReference",
+		"masterIdentifier": uuidIdentifier(in.FileID),
+		"status":           "current",
+		"identifier":       []any{uuidIdentifier(in.FileID)},
 	}
 	if s := docStatus(in.HL7.ResultStatus); s != "" {
 		doc["docStatus"] = s
@@ -67,6 +90,7 @@ func DocumentReference(in DocRefInput) map[string]any {
 	if t := messageTypeConcept(in.HL7.MessageType); t != nil {
 		doc["type"] = t
 	}
+	doc["category"] = categories(in)
 	if !in.Date.IsZero() {
 		doc["date"] = in.Date.UTC().Format("2006-01-02T15:04:05.000Z")
 	}
@@ -92,53 +116,82 @@ func DocumentReference(in DocRefInput) map[string]any {
 	if c, ok := FHIRDateTime(in.HL7.SentAt); ok {
 		att["creation"] = c
 	}
-	doc["content"] = []any{map[string]any{"attachment": att}}
-
-	if in.HL7.FillerOrder != "" {
-		doc["context"] = map[string]any{
-			"related": []any{map[string]any{
-				"identifier": map[string]any{
-					"type": map[string]any{"coding": []any{map[string]any{
-						"system": SystemIdentifierType, "code": "FILL", "display": "Filler Identifier",
-					}}},
-					"value": in.HL7.FillerOrder,
-				},
-			}},
+	content := []any{map[string]any{"attachment": att}}
+	for _, p := range in.Parts {
+		pa := map[string]any{"url": p.Location}
+		if p.Location == "" {
+			pa["url"] = "urn:uuid:" + p.FileID
 		}
+		if p.ContentType != "" {
+			pa["contentType"] = p.ContentType
+		}
+		if p.Size >= 0 && p.Size <= maxUnsignedInt {
+			pa["size"] = p.Size
+		}
+		content = append(content, map[string]any{"attachment": pa})
 	}
+	doc["content"] = content
+
+	ctx := map[string]any{}
+	if in.HL7.FillerOrder != "" {
+		ctx["related"] = []any{map[string]any{
+			"identifier": map[string]any{
+				"type": map[string]any{"coding": []any{map[string]any{
+					"system": SystemIdentifierType, "code": "FILL", "display": "Filler Identifier",
+				}}},
+				"value": in.HL7.FillerOrder,
+			},
+		}}
+	}
+	period := map[string]any{}
+	if s, ok := FHIRDateTime(in.HL7.ObservedStart); ok {
+		period["start"] = s
+	}
+	if e, ok := FHIRDateTime(in.HL7.ObservedEnd); ok {
+		period["end"] = e
+	}
+	if len(period) > 0 {
+		ctx["period"] = period
+	}
+	if len(ctx) > 0 {
+		doc["context"] = ctx
+	}
+	var rel []any
 	if in.Corrects != "" {
-		doc["relatesTo"] = []any{map[string]any{
+		rel = append(rel, map[string]any{
 			"code":   "replaces",
 			"target": map[string]any{"identifier": uuidIdentifier(in.Corrects)},
-		}}
+		})
+	}
+	if in.AttachmentOf != "" {
+		rel = append(rel, map[string]any{
+			"code":   "transforms",
+			"target": map[string]any{"identifier": uuidIdentifier(in.AttachmentOf)},
+		})
+	}
+	if rel != nil {
+		doc["relatesTo"] = rel
 	}
 	return doc
 }
 
-// DocRefFromItem builds the DocumentReference for a spool item whose envelope
-// came from this package. ok is false when the item has no HL7 envelope.
-func DocRefFromItem(item *spool.Item) (map[string]any, bool) {
-	if item == nil || len(item.Envelope) == 0 {
-		return nil, false
+var sectionCode = regexp.MustCompile(`^[A-Z]{1,5}$`)
+
+func categories(in DocRefInput) []any {
+	code, text := "hl7v2-message", "HL7 v2 message"
+	if in.AttachmentOf != "" || in.HL7.Part != nil {
+		code, text = "hl7v2-attachment", "Attachment of an HL7 v2 message"
 	}
-	var env EnvelopeData
-	if err := json.Unmarshal(item.Envelope, &env); err != nil || env.MessageType == "" {
-		return nil, false
+	cats := []any{map[string]any{
+		"coding": []any{map[string]any{"system": SystemCategory, "code": code}},
+		"text":   text,
+	}}
+	if sectionCode.MatchString(in.HL7.ServiceSection) {
+		cats = append(cats, map[string]any{
+			"coding": []any{map[string]any{"system": SystemServiceSection, "code": in.HL7.ServiceSection}},
+		})
 	}
-	date := item.VerifiedAt
-	if date.IsZero() {
-		date = item.ReceivedAt
-	}
-	return DocumentReference(DocRefInput{
-		FileID:      item.ID,
-		Location:    item.Location,
-		ContentType: item.ContentType,
-		Size:        item.Size,
-		SHA1Hex:     item.SHA1,
-		Corrects:    item.Corrects,
-		Date:        date,
-		HL7:         env,
-	}), true
+	return cats
 }
 
 func uuidIdentifier(id string) map[string]any {

@@ -5,12 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/edgecourier/courier/spool"
 )
 
 // roundTrip marshals v and decodes it generically, as a consumer would see it.
@@ -41,11 +40,18 @@ func TestDocumentReference(t *testing.T) {
 		Date:        time.Date(2026, 11, 25, 20, 15, 3, 123e6, time.FixedZone("x", 3600)),
 		HL7:         m.Data(testSalt),
 	}
-	got := roundTrip(t, DocumentReference(in))
+	got := roundTrip(t, checkDocRef("correction", DocumentReference(in)))
 	want := roundTrip(t, map[string]any{
 		"resourceType": "DocumentReference",
-		"status":       "current",
-		"docStatus":    "amended",
+		"masterIdentifier": map[string]any{
+			"system": "urn:ietf:rfc:3986", "value": "urn:uuid:0193b0c2-7d1e-7cc1-9f4e-2f6f1a2b3c4d",
+		},
+		"status":    "current",
+		"docStatus": "amended",
+		"category": []any{map[string]any{
+			"coding": []any{map[string]any{"system": "urn:edgecourier:category", "code": "hl7v2-message"}},
+			"text":   "HL7 v2 message",
+		}},
 		"identifier": []any{map[string]any{
 			"system": "urn:ietf:rfc:3986", "value": "urn:uuid:0193b0c2-7d1e-7cc1-9f4e-2f6f1a2b3c4d",
 		}},
@@ -55,7 +61,7 @@ func TestDocumentReference(t *testing.T) {
 		},
 		"date": "2026-11-25T19:15:03.123Z",
 		"subject": map[string]any{"identifier": map[string]any{
-			"system": "urn:edgecourier:patient-hmac", "value": PatientHMAC(testSalt, "444333222"),
+			"system": "urn:edgecourier:patient-id:hmac-sha256", "value": PatientHMAC(testSalt, "444333222"),
 		}},
 		"content": []any{map[string]any{"attachment": map[string]any{
 			"contentType": "x-application/hl7-v2+er7",
@@ -69,7 +75,7 @@ func TestDocumentReference(t *testing.T) {
 				"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "FILL", "display": "Filler Identifier",
 			}}},
 			"value": "LAB2233",
-		}}}},
+		}}}, "period": map[string]any{"start": "2026-08-13"}}, // OBR-7 without a zone: its date
 		"relatesTo": []any{map[string]any{
 			"code": "replaces",
 			"target": map[string]any{"identifier": map[string]any{
@@ -90,10 +96,10 @@ func TestDocumentReference(t *testing.T) {
 func TestDocumentReferenceMinimal(t *testing.T) {
 	// No patient, no order, no correction, a status R4 has no code for, and a
 	// size beyond R4's unsignedInt.
-	got := roundTrip(t, DocumentReference(DocRefInput{
+	got := roundTrip(t, checkDocRef("minimal", DocumentReference(DocRefInput{
 		FileID: "id", Size: 3 << 30, SHA1Hex: "not hex",
 		HL7: EnvelopeData{MessageType: "ADT^A01", ResultStatus: "X", SentAt: "garbage"},
-	}))
+	})))
 	for _, k := range []string{"subject", "relatesTo", "context", "docStatus", "date"} {
 		if _, ok := got[k]; ok {
 			t.Errorf("%s present: %v", k, got[k])
@@ -104,7 +110,7 @@ func TestDocumentReferenceMinimal(t *testing.T) {
 		t.Errorf("attachment %v, want empty (no size over 2^31-1, no bad hash, no bad creation)", att)
 	}
 	// A message type that is no table 0076 code keeps only the text.
-	odd := roundTrip(t, DocumentReference(DocRefInput{FileID: "id", HL7: EnvelopeData{MessageType: "zz1^A"}}))
+	odd := roundTrip(t, checkDocRef("odd-type", DocumentReference(DocRefInput{FileID: "id", HL7: EnvelopeData{MessageType: "zz1^A"}})))
 	if typ := odd["type"].(map[string]any); typ["coding"] != nil || typ["text"] != "zz1^A" {
 		t.Errorf("type %v", typ)
 	}
@@ -156,69 +162,35 @@ func TestFHIRDateTime(t *testing.T) {
 	}
 }
 
-func TestDocRefFromItem(t *testing.T) {
-	body := oruMsg("20260815081500", "MSG1", "F", "187")
-	env := mustParse(t, body).Envelope(testSalt)
-	verified := time.Date(2026, 11, 25, 20, 15, 3, 0, time.UTC)
-	item := &spool.Item{
-		ID: "0193b0c2-7d1e-7cc1-9f4e-2f6f1a2b3c4d", Location: "https://x/files/1", ContentType: env.ContentType,
-		Size: int64(len(body)), SHA1: strings.Repeat("ab", 20), ReceivedAt: verified.Add(-time.Minute), VerifiedAt: verified,
-		Envelope: env.Data, Filename: "EVERYWOMAN_EVE.hl7",
-	}
-	doc, ok := DocRefFromItem(item)
-	if !ok {
-		t.Fatal("no DocumentReference for an HL7 item")
-	}
-	got := roundTrip(t, doc)
-	if got["docStatus"] != "final" || got["date"] != "2026-11-25T20:15:03.000Z" || got["relatesTo"] != nil {
-		t.Errorf("doc %v", got)
-	}
-	att := got["content"].([]any)[0].(map[string]any)["attachment"].(map[string]any)
-	if att["url"] != "https://x/files/1" || att["hash"] != base64.StdEncoding.EncodeToString(bytesOf(0xab, 20)) || att["title"] != nil {
-		t.Errorf("attachment %v", att)
-	}
-	if b, _ := json.Marshal(got); strings.Contains(string(b), "EVERYWOMAN") {
-		t.Error("file name leaked into the DocumentReference")
-	}
-
-	item.Corrects = "earlier"
-	item.VerifiedAt = time.Time{}
-	got = roundTrip(t, mustDoc(t, item))
-	if got["date"] != "2026-11-25T20:14:03.000Z" || got["relatesTo"] == nil {
-		t.Errorf("correction before verification: %v", got)
-	}
-
-	// The spool may add its own keys to data.hl7; they are ignored.
-	var data map[string]any
-	_ = json.Unmarshal(env.Data, &data)
-	data["corrects"], data["control_id_reused"] = nil, true
-	item.Envelope, _ = json.Marshal(data)
-	mustDoc(t, item)
-
-	for name, e := range map[string][]byte{"none": nil, "not JSON": []byte("{"), "not HL7": []byte(`{"x":1}`)} {
-		item.Envelope = e
-		if _, ok := DocRefFromItem(item); ok {
-			t.Errorf("%s: DocumentReference made", name)
-		}
-	}
-	if _, ok := DocRefFromItem(nil); ok {
-		t.Error("nil item: DocumentReference made")
-	}
-}
-
-func mustDoc(t *testing.T, item *spool.Item) map[string]any {
-	t.Helper()
-	doc, ok := DocRefFromItem(item)
-	if !ok {
-		t.Fatal("no DocumentReference")
-	}
-	return doc
-}
-
 func bytesOf(b byte, n int) []byte {
 	out := make([]byte, n)
 	for i := range out {
 		out[i] = b
 	}
 	return out
+}
+
+// Every corpus file's DocumentReference (and those of the bad inputs that
+// parse) goes to the R4 schema check in TestMain.
+func TestDocumentReferenceCorpus(t *testing.T) {
+	n := 0
+	for _, dir := range []string{"fhir-converter", "nhapi-bad-inputs"} {
+		files := corpus(t, dir)
+		for i, name := range sortedNames(files) {
+			f, err := ParseFile(files[name])
+			if err != nil {
+				continue
+			}
+			sum := sha1.Sum(files[name])
+			checkDocRef(dir+"-"+name, DocumentReference(DocRefInput{
+				FileID: fmt.Sprintf("0193b0c2-7d1e-7cc1-9f4e-%012x", i), Location: "https://ingest.example.org/files/x",
+				ContentType: ContentType, Size: int64(len(files[name])), SHA1Hex: hex.EncodeToString(sum[:]),
+				Date: time.Date(2026, 12, 8, 1, 0, 0, 0, time.UTC), HL7: f.Envelope(testSalt).Data,
+			}))
+			n++
+		}
+	}
+	if n < 139 {
+		t.Errorf("%d DocumentReferences from the corpus, want at least the 139 good files", n)
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 )
 
 // ErrNotHL7 is returned (wrapped) by Parse for input that is not an HL7 v2 message.
@@ -25,11 +27,12 @@ type Delimiters struct {
 	Truncation   byte // 2.7+, usually '#'
 }
 
-// Message is the envelope of one HL7 v2 message: the few MSH, PID, OBR and OBX
-// fields Courier needs. Values are decoded (escape sequences resolved).
+// Message is the envelope of one HL7 v2 message: the few MSH, PID, MRG, OBR
+// and OBX fields Courier needs. Values are decoded (escape sequences resolved,
+// MSH-18's character set turned into UTF-8).
 //
-// PatientID is private: it must never be logged or put in an event; use
-// PatientHMAC.
+// PatientID and the other patient identifiers are private: they must never be
+// logged or put in an event; use PatientHMAC and Data, which redacts.
 type Message struct {
 	MessageType     string // MSH-9 components 1 and 2, "ORU^R01"
 	ControlID       string // MSH-10
@@ -40,123 +43,345 @@ type Message struct {
 	FillerOrder     string // first OBR-3, first component
 	ResultStatus    string // OBR-25 of the first OBR, else the first non-empty OBX-11
 	PatientID       string // (private) PID-3 first repetition, id component
-	Batch           bool   // the file began with FHS/BHS; this is its first message
+	Batch           bool   // the file is a batch (FHS/BHS, or several MSH); this is one of its messages
 	Delims          Delimiters
+
+	// Charset is MSH-18 (first repetition) as sent, "" when absent.
+	Charset string
+	// CharsetUnknown: MSH-18 names a character set Courier does not know; values
+	// are read as bytes.
+	CharsetUnknown bool
+	// ObservedStart and ObservedEnd are OBR-7 and OBR-8 of the first OBR (as
+	// sent, HL7 DTM); without OBR-7 the first OBX-14 is the start.
+	ObservedStart, ObservedEnd string
+	// ServiceSection is OBR-24 of the first OBR (HL7 table 0074: LAB, RAD, …).
+	ServiceSection string
+	// Attachments are the large Base64 payloads (OBX ED, or RP with inline data)
+	// of this message; Attachment.Index counts over the whole file.
+	Attachments []Attachment
+	// Index is the message's position in its file (0 for the first).
+	Index int
 
 	// Unclipped MSH-3 and MSH-4 (all components), MSH-10, OBR-3 (first
 	// repetition, all components), for the keys.
 	appKey, facilityKey, controlKey, orderKey string
 
-	data       []byte // input without BOM / MLLP framing
+	// ids are the patient identifiers of this message (PID-2, -3, -4, -18, -19
+	// and MRG-1, every repetition's id component) and the patient's names
+	// (PID-5 family and given), for redaction. Private.
+	ids []string
+
+	cs         charset
+	data       []byte // this message's bytes: from its MSH to the next header or trailer
+	base       int    // offset of data in the (compacted) file data
 	sentStart  int    // MSH-7 content is data[sentStart:sentEnd]
 	sentEnd    int
 	hasSentFld bool
+	sawPID     bool
+	sawOBR     bool
+	obrStatus  string
+	obxStatus  string
+	obxPeriod  string
+	obxCount   int // OBX segments so far
 }
 
-// Parse reads the envelope of an HL7 v2 message (ER7, "pipe and hat" encoding).
-// It accepts a UTF-8 BOM, an MLLP start byte, CR, LF or CRLF segment ends and
-// FHS/BHS batch headers (the first MSH is read). Anything else before MSH, or a
-// header whose delimiters make no sense, is ErrNotHL7. Parse does linear work in
-// len(b) and never panics; the returned Message refers to b, which the caller must
-// not change while using it.
-func Parse(b []byte) (*Message, error) {
-	data := b
-	if bytes.HasPrefix(data, bom) {
-		data = data[len(bom):]
-	}
-	// A file captured from an MLLP link may keep its framing: VT message FS CR.
-	if len(data) > 0 && data[0] == mllpStart {
-		data = data[1:]
-		if i := bytes.IndexByte(data, mllpEnd); i >= 0 {
-			data = data[:i]
-		}
-	}
-	if len(data) < 4 {
-		return nil, fmt.Errorf("hl7: %d bytes: %w", len(b), ErrNotHL7)
-	}
+// File is a whole file read by ParseFile: one message, or a batch of them.
+type File struct {
+	// Messages are the file's messages in order, at most MaxMessages of them.
+	Messages []*Message
+	// Count is the number of messages in the file (MSH segments), also beyond
+	// MaxMessages.
+	Count int
+	// Batch: the file has FHS or BHS headers, or more than one message.
+	Batch bool
+	// Batches is the number of BHS segments.
+	Batches int
+	// TrailerMismatch: a BTS-1 or FTS-1 count disagrees with what the file holds.
+	TrailerMismatch bool
+	// Attachments are all messages' attachments, in file order (Index is the
+	// position here).
+	Attachments []Attachment
 
-	m := &Message{data: data}
+	// Keys of the messages beyond MaxMessages still count for the file's keys.
+	extraDedupe, extraContent []string
+	c                         *compacted
+}
+
+// MaxMessages bounds how many messages of one file ParseFile keeps: a file of
+// millions of tiny messages must not cost gigabytes. The rest are counted and
+// still take part in the file's keys.
+const MaxMessages = 1000
+
+// maxIDs bounds the patient identifiers kept per message (for redaction).
+const maxIDs = 64
+
+// Parse reads the envelope of the first HL7 v2 message of b (ER7, "pipe and
+// hat" encoding); ParseFile reads all of them. It accepts a UTF-8 BOM, an MLLP
+// start byte, CR, LF or CRLF segment ends and FHS/BHS batch headers. Anything
+// else before MSH, or a header whose delimiters make no sense, is ErrNotHL7.
+// Parse does linear work in len(b) and never panics; the returned Message
+// holds its own (compacted) copy of the bytes it needs.
+func Parse(b []byte) (*Message, error) {
+	f, err := ParseFile(b)
+	if err != nil {
+		return nil, err
+	}
+	return f.Messages[0], nil
+}
+
+// ParseFile reads every message of a file: a single message, a batch
+// (FHS/BHS … BTS/FTS) or messages simply written one after another. The first
+// MSH must parse (else ErrNotHL7); a later MSH whose header does not parse is
+// still counted, as a message with empty fields. Linear in len(b).
+func ParseFile(b []byte) (*File, error) {
+	c, err := compact(bytes.NewReader(b), int64(len(b))+1)
+	if err != nil {
+		return nil, fmt.Errorf("hl7: %w", err) // cannot happen: a bytes.Reader does not fail
+	}
+	return parseCompacted(c)
+}
+
+// ParseReader is ParseFile for a file read from r, holding at most max bytes
+// of it in memory: fields above 64 KiB (embedded documents) are read through,
+// not kept, so a 200 MiB message with a PDF inside costs a few KiB. A file
+// that would still need more than max bytes is an error (not ErrNotHL7).
+func ParseReader(r io.Reader, max int64) (*File, error) {
+	c, err := compact(r, max)
+	if err != nil {
+		return nil, fmt.Errorf("hl7: read envelope: %w", err)
+	}
+	return parseCompacted(c)
+}
+
+func parseCompacted(c *compacted) (*File, error) {
+	data := c.data
+	if len(data) < 4 {
+		return nil, fmt.Errorf("hl7: %d bytes: %w", c.size, ErrNotHL7)
+	}
+	hasBOM := c.hasBOM
 	sc := segments{data: data}
 	first, firstAt := sc.next()
 	if first == nil || firstAt != 0 {
 		return nil, fmt.Errorf("hl7: does not start with MSH, FHS or BHS: %w", ErrNotHL7)
 	}
-	var msh []byte
-	mshAt := 0
 	switch string(first[:min(3, len(first))]) {
-	case "MSH":
-		msh, mshAt = first, 0
-	case "FHS", "BHS":
-		m.Batch = true
-		for {
-			seg, at := sc.next()
-			if seg == nil {
-				return nil, fmt.Errorf("hl7: batch without MSH: %w", ErrNotHL7)
-			}
-			if bytes.HasPrefix(seg, []byte("MSH")) {
-				msh, mshAt = seg, at
-				break
-			}
-		}
+	case "MSH", "FHS", "BHS":
 	default:
 		return nil, fmt.Errorf("hl7: does not start with MSH, FHS or BHS: %w", ErrNotHL7)
 	}
-	if err := m.readMSH(msh, mshAt); err != nil {
-		return nil, err
-	}
 
-	// The rest of this message: up to the next MSH or the batch trailer.
-	var sawOBR, sawPID bool
-	var obrStatus, obxStatus string
-	d := m.Delims
-	defer func() {
-		// OBR-25 speaks for the whole order; OBX-11 only when OBR-25 is silent.
-		m.ResultStatus = obrStatus
-		if m.ResultStatus == "" {
-			m.ResultStatus = obxStatus
+	f := &File{c: c}
+	sc = segments{data: data}
+	var cur *Message // the message being read, nil between messages
+	var curAt int
+	var last Delimiters // delimiters of the last good header, for trailers
+	inBatch, batchCount := false, 0
+	finish := func(end int) {
+		if cur == nil {
+			return
 		}
-		m.ResultStatus = clip(m.ResultStatus)
-	}()
+		cur.data = data[curAt:end:end]
+		cur.finish()
+		if len(f.Messages) < MaxMessages {
+			f.Messages = append(f.Messages, cur)
+			f.Attachments = append(f.Attachments, cur.Attachments...)
+		} else {
+			f.extraDedupe = append(f.extraDedupe, cur.DedupeKey())
+			f.extraContent = append(f.extraContent, cur.ContentKey())
+			cur.data = nil
+		}
+		cur = nil
+	}
 	for {
-		seg, _ := sc.next()
+		seg, at := sc.next()
 		if seg == nil {
 			break
 		}
-		if len(seg) < 3 || (len(seg) > 3 && seg[3] != d.Field) {
+		name := string(seg[:min(3, len(seg))])
+		switch name {
+		case "MSH":
+			finish(at)
+			m := &Message{Index: f.Count}
+			if err := m.readMSH(seg, 0, hasBOM); err != nil {
+				if f.Count == 0 {
+					return nil, err
+				}
+				// Counted, with the delimiters of the message before it.
+				*m = Message{Index: f.Count, Delims: last}
+			} else {
+				last = m.Delims
+			}
+			m.base = at
+			cur, curAt = m, at
+			f.Count++
+			batchCount++
+			continue
+		case "FHS", "BHS", "BTS", "FTS":
+			finish(at)
+			f.Batch = true
+			d := last
+			if d.Field == 0 && len(seg) > 3 {
+				d.Field = seg[3]
+			}
+			switch name {
+			case "BHS":
+				f.Batches++
+				inBatch, batchCount = true, 0
+			case "BTS":
+				if n, ok := trailerCount(seg, d.Field); ok && (!inBatch || n != batchCount) {
+					f.TrailerMismatch = true
+				}
+				inBatch = false
+			case "FTS":
+				if n, ok := trailerCount(seg, d.Field); ok && n != f.Batches {
+					f.TrailerMismatch = true
+				}
+			}
 			continue
 		}
-		switch string(seg[:3]) {
-		case "MSH", "BTS", "FTS", "BHS", "FHS":
-			return m, nil
-		case "PID":
-			if sawPID {
-				continue
-			}
-			sawPID = true
-			var f [4][]byte
-			split(seg, d.Field, f[:])
-			m.PatientID = d.text(first1(first1(f[3], d.Repetition), d.Component))
-		case "OBR":
-			if sawOBR {
-				continue
-			}
-			sawOBR = true
-			var f [26][]byte
-			split(seg, d.Field, f[:])
-			raw := first1(f[3], d.Repetition)
-			m.FillerOrder = clip(d.text(first1(raw, d.Component)))
-			m.orderKey = d.text(raw)
-			obrStatus = d.text(first1(first1(f[25], d.Repetition), d.Component))
-		case "OBX":
-			if obxStatus != "" {
-				continue
-			}
-			var f [12][]byte
-			split(seg, d.Field, f[:])
-			obxStatus = d.text(first1(first1(f[11], d.Repetition), d.Component))
+		if cur != nil {
+			cur.readSegment(seg, at-curAt, f)
 		}
 	}
-	return m, nil
+	finish(len(data))
+	if f.Count == 0 {
+		return nil, fmt.Errorf("hl7: batch without MSH: %w", ErrNotHL7)
+	}
+	if len(f.Messages) == 0 || f.Messages[0].MessageType == "" {
+		return nil, fmt.Errorf("hl7: first message header does not parse: %w", ErrNotHL7)
+	}
+	if f.Count > 1 {
+		f.Batch = true
+	}
+	if f.Batch {
+		for _, m := range f.Messages {
+			m.Batch = true
+		}
+	}
+	return f, nil
+}
+
+// trailerCount reads BTS-1 or FTS-1: ok is false when it is empty or not a number.
+func trailerCount(seg []byte, sep byte) (int, bool) {
+	var fl [2][]byte
+	split(seg, sep, fl[:])
+	v := fl[1]
+	if len(v) == 0 || len(v) > 9 || !digits(string(v)) {
+		return 0, false
+	}
+	n := 0
+	for _, c := range v {
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// readSegment reads one segment of the message (at is its offset in the
+// message's data).
+func (m *Message) readSegment(seg []byte, at int, f *File) {
+	d := m.Delims
+	if len(seg) < 3 || (len(seg) > 3 && seg[3] != d.Field) || d.Field == 0 {
+		return
+	}
+	switch string(seg[:3]) {
+	case "PID":
+		var fl [20][]byte
+		split(seg, d.Field, fl[:])
+		if !m.sawPID {
+			m.sawPID = true
+			m.PatientID = m.text(first1(first1(fl[3], d.Repetition), d.Component))
+		}
+		for _, i := range []int{2, 3, 4, 18, 19} {
+			m.addIDs(fl[i])
+		}
+		m.addNames(fl[5])
+	case "MRG":
+		var fl [2][]byte
+		split(seg, d.Field, fl[:])
+		m.addIDs(fl[1])
+	case "OBR":
+		if m.sawOBR {
+			return
+		}
+		m.sawOBR = true
+		var fl [26][]byte
+		split(seg, d.Field, fl[:])
+		raw := first1(fl[3], d.Repetition)
+		m.FillerOrder = clip(m.text(first1(raw, d.Component)))
+		m.orderKey = d.text(raw)
+		m.obrStatus = d.text(first1(first1(fl[25], d.Repetition), d.Component))
+		m.ObservedStart = clip(m.text(first1(fl[7], d.Component)))
+		m.ObservedEnd = clip(m.text(first1(fl[8], d.Component)))
+		m.ServiceSection = clip(m.text(first1(first1(fl[24], d.Repetition), d.Component)))
+	case "OBX":
+		m.obxCount++
+		var fl [15][]byte
+		split(seg, d.Field, fl[:])
+		if m.obxStatus == "" {
+			m.obxStatus = d.text(first1(first1(fl[11], d.Repetition), d.Component))
+		}
+		if m.obxPeriod == "" {
+			m.obxPeriod = clip(m.text(first1(fl[14], d.Component)))
+		}
+		if a, ok := m.attachment(seg, fl[2], fl[5]); ok {
+			p := m.base + at + offset(seg, a.payload)
+			a.Offset = f.c.origOffset(p)
+			a.Length = f.c.origOffset(p+len(a.payload)) - a.Offset
+			if a.Length > AttachmentThreshold {
+				a.Index = len(f.Attachments) + len(m.Attachments)
+				a.Message = m.Index
+				a.payload = nil
+				m.Attachments = append(m.Attachments, a)
+			}
+		}
+	}
+}
+
+// addIDs records the id component of every repetition of a CX field.
+func (m *Message) addIDs(v []byte) {
+	d := m.Delims
+	for len(v) > 0 && len(m.ids) < maxIDs {
+		rep := first1(v, d.Repetition)
+		if id := m.text(first1(rep, d.Component)); id != "" && !slices.Contains(m.ids, id) {
+			m.ids = append(m.ids, id)
+		}
+		if len(rep) == len(v) {
+			break
+		}
+		v = v[len(rep)+1:]
+	}
+}
+
+// addNames records the family name (its surname subcomponent) and given name
+// of every repetition of PID-5: a sender's or order's name that happens to be
+// the patient's is redacted like an identifier.
+func (m *Message) addNames(v []byte) {
+	d := m.Delims
+	for len(v) > 0 && len(m.ids) < maxIDs {
+		rep := first1(v, d.Repetition)
+		for _, c := range [][]byte{first1(first1(rep, d.Component), d.Subcomponent), nth(rep, d.Component, 1)} {
+			if n := m.text(c); len(n) >= 2 && !slices.Contains(m.ids, n) {
+				m.ids = append(m.ids, n)
+			}
+		}
+		if len(rep) == len(v) {
+			break
+		}
+		v = v[len(rep)+1:]
+	}
+}
+
+// finish settles what depends on the whole message.
+func (m *Message) finish() {
+	// OBR-25 speaks for the whole order; OBX-11 only when OBR-25 is silent.
+	m.ResultStatus = m.obrStatus
+	if m.ResultStatus == "" {
+		m.ResultStatus = m.obxStatus
+	}
+	m.ResultStatus = clip(m.ResultStatus)
+	if m.ObservedStart == "" {
+		m.ObservedStart = m.obxPeriod
+	}
 }
 
 var bom = []byte{0xEF, 0xBB, 0xBF}
@@ -167,7 +392,7 @@ const (
 )
 
 // readMSH reads the header segment seg, found at offset at of m.data.
-func (m *Message) readMSH(seg []byte, at int) error {
+func (m *Message) readMSH(seg []byte, at int, hasBOM bool) error {
 	if len(seg) < 4 {
 		return fmt.Errorf("hl7: MSH without field separator: %w", ErrNotHL7)
 	}
@@ -199,26 +424,29 @@ func (m *Message) readMSH(seg []byte, at int) error {
 	}
 
 	// f[i] is MSH-(i+1): splitting "MSH|^~\&|A" on '|' gives "MSH", "^~\&", "A".
-	var f [12][]byte
+	var f [18][]byte
 	split(seg, d.Field, f[:])
+	// MSH-18 first: every other value is read in its character set.
+	m.Charset = clip(d.text(first1(first1(f[17], d.Repetition), d.Component)))
+	m.cs, m.CharsetUnknown = lookupCharset(m.Charset, hasBOM)
 	typ := first1(f[8], d.Repetition)
-	code := d.text(first1(typ, d.Component))
+	code := m.text(first1(typ, d.Component))
 	if code == "" {
 		return fmt.Errorf("hl7: MSH-9 message type is empty: %w", ErrNotHL7)
 	}
 	m.MessageType = code
-	if ev := d.text(nth(typ, d.Component, 1)); ev != "" {
+	if ev := m.text(nth(typ, d.Component, 1)); ev != "" {
 		m.MessageType = code + "^" + ev
 	}
 	m.MessageType = clip(m.MessageType)
 	m.controlKey = d.text(f[9])
-	m.ControlID = clip(m.controlKey)
+	m.ControlID = clip(m.cs.decode(m.controlKey))
 	m.appKey = d.text(f[2])
 	m.facilityKey = d.text(f[3])
-	m.SendingApp = clip(d.hd(f[2]))
-	m.SendingFacility = clip(d.hd(f[3]))
-	m.Version = clip(d.text(first1(first1(f[11], d.Repetition), d.Component)))
-	m.SendTime = clip(d.text(first1(f[6], d.Component)))
+	m.SendingApp = clip(m.cs.decode(d.hd(f[2])))
+	m.SendingFacility = clip(m.cs.decode(d.hd(f[3])))
+	m.Version = clip(m.text(first1(first1(f[11], d.Repetition), d.Component)))
+	m.SendTime = clip(m.text(first1(f[6], d.Component)))
 	if f[6] != nil {
 		// f[6] is a sub-slice of seg, which is a sub-slice of m.data.
 		m.hasSentFld = true
@@ -226,6 +454,11 @@ func (m *Message) readMSH(seg []byte, at int) error {
 		m.sentEnd = m.sentStart + len(f[6])
 	}
 	return nil
+}
+
+// text decodes one value: escape sequences, then the message's character set.
+func (m *Message) text(v []byte) string {
+	return m.cs.decode(m.Delims.text(v))
 }
 
 // offset is where sub (a sub-slice of s) starts in s.

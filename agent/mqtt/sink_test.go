@@ -261,7 +261,15 @@ func TestTLSWithClientCertificate(t *testing.T) {
 	opts := testOptions(t, b.URL(), "clinic-11")
 	opts.TLS = TLSOptions{CAFile: b.CAFile, ClientCert: crt, ClientKey: key}
 	conn := startConn(t, opts)
-	if err := NewEventSink(conn, 1).Publish(context.Background(), "x.verified", []byte(`{}`)); err != nil {
+	// A publish handed over while paho still resends its store after CONNACK is not
+	// trusted (errUntrusted) and is sent again, as the outbox does.
+	var err error
+	for i := 0; i < 3; i++ {
+		if err = NewEventSink(conn, 1).Publish(context.Background(), "x.verified", []byte(`{}`)); !errors.Is(err, errUntrusted) {
+			break
+		}
+	}
+	if err != nil {
 		t.Fatalf("publish over TLS: %v", err)
 	}
 }

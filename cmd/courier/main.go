@@ -24,6 +24,7 @@ Usage:
   courier spool retry --config FILE (ID... | --state quarantined)
   courier events replay --config FILE --since T [--until T]
   courier config validate FILE
+  courier mllp send --to HOST:PORT FILE...     send HL7 over MLLP, print each ACK
   courier service install|uninstall|start|stop|status --config FILE
   courier version
 `
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"config":  cmdConfig,
 		"service": cmdService,
 		"version": cmdVersion,
+		"mllp":    cmdMLLP,
+		"audit":   cmdAudit,
 	}
 	switch args[0] {
 	case "-h", "--help", "help":

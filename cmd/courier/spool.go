@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -15,9 +16,13 @@ import (
 
 func cmdSpool(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return usageErr(stderr, "spool: want ls, show or retry")
+		return usageErr(stderr, "spool: want ls, show, retry, verify or recover")
 	}
 	switch args[0] {
+	case "verify":
+		return spoolVerify(args[1:], stdout, stderr)
+	case "recover":
+		return spoolRecover(args[1:], stdout, stderr)
 	case "ls":
 		return spoolLs(args[1:], stdout, stderr)
 	case "show":
@@ -25,7 +30,7 @@ func cmdSpool(args []string, stdout, stderr io.Writer) int {
 	case "retry":
 		return spoolRetry(args[1:], stdout, stderr)
 	}
-	return usageErr(stderr, "spool: unknown sub-command %q (want ls, show or retry)", args[0])
+	return usageErr(stderr, "spool: unknown sub-command %q (want ls, show, retry, verify or recover)", args[0])
 }
 
 // openShared opens the config's spool beside a possibly running agent.
@@ -218,6 +223,81 @@ func spoolRetry(args []string, stdout, stderr io.Writer) int {
 	}
 	if failed > 0 {
 		return 1
+	}
+	return 0
+}
+
+// spoolVerify is the spool's fsck: it reports, per item, what does not hold, and
+// changes nothing. Exit 1 when anything is wrong.
+func spoolVerify(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("spool verify", stderr)
+	cfgPath := fs.String("config", "", "config file")
+	asJSON := fs.Bool("json", false, "print JSON for machines")
+	if err := fs.Parse(args); err != nil {
+		return parseFailed(err)
+	}
+	cfg, code := loadConfig(*cfgPath, stderr)
+	if cfg == nil {
+		return code
+	}
+	rep, err := spool.Verify(context.Background(), cfg.Agent.DataDir)
+	if err != nil {
+		return fail(stderr, "spool verify: %v", err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else {
+		fmt.Fprintf(stdout, "database: %s\n", rep.Database)
+		fmt.Fprintf(stdout, "items with content: %d, stored files: %d, problems: %d\n", rep.Items, rep.Files, len(rep.Problems))
+		for _, p := range rep.Problems {
+			fmt.Fprintf(stdout, "  %s: %s\n", p.ID, p.Problem)
+		}
+	}
+	if !rep.OK() {
+		if !*asJSON {
+			fmt.Fprintln(stdout, "nothing was changed or deleted")
+		}
+		return 1
+	}
+	return 0
+}
+
+// spoolRecover rebuilds rows from the stored files' descriptions (the agent must be
+// stopped: it takes the spool's lock).
+func spoolRecover(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("spool recover", stderr)
+	cfgPath := fs.String("config", "", "config file")
+	if err := fs.Parse(args); err != nil {
+		return parseFailed(err)
+	}
+	cfg, code := loadConfig(*cfgPath, stderr)
+	if cfg == nil {
+		return code
+	}
+	rep, err := spool.Recover(context.Background(), spool.Options{Dir: cfg.Agent.DataDir})
+	if errors.Is(err, spool.ErrLocked) {
+		return fail(stderr, "spool recover: %v: stop the agent first (courier service stop)", err)
+	}
+	if err != nil {
+		return fail(stderr, "spool recover: %v", err)
+	}
+	if rep.MovedAside != "" {
+		fmt.Fprintf(stdout, "the damaged database was moved to %s\n", rep.MovedAside)
+	}
+	fmt.Fprintf(stdout, "%d item(s) rebuilt from their descriptions and queued again, %d already known\n", rep.Recovered, rep.Known)
+	for _, id := range rep.Mismatched {
+		fmt.Fprintf(stdout, "  %s: bytes differ from their description: quarantined\n", id)
+	}
+	for _, id := range rep.Undescribed {
+		fmt.Fprintf(stdout, "  %s: stored without a description: kept, not queued\n", id)
+	}
+	for _, id := range rep.Unreadable {
+		fmt.Fprintf(stdout, "  %s: description unreadable: kept, not queued\n", id)
+	}
+	if len(rep.Mismatched)+len(rep.Undescribed)+len(rep.Unreadable) > 0 {
+		fmt.Fprintf(stdout, "files are in %s; nothing was deleted\n", filepath.Join(cfg.Agent.DataDir, "content"))
 	}
 	return 0
 }

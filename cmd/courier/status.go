@@ -38,7 +38,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, " (version %s)", st.Version)
 	}
 	fmt.Fprintln(stdout)
-	if st.Link != nil && st.Link.State != "" && st.Link.State != "ok" {
+	if st.Link != nil && st.Link.State != "" && st.Link.State != "up" {
 		fmt.Fprintf(stdout, "uploads: %s since %s: %s\n", st.Link.State, st.Link.Since.Format(time.RFC3339), st.Link.LastError)
 	}
 	if st.MQTT != nil && !st.MQTT.Connected {

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
+	"github.com/edgecourier/courier/agent"
 	"github.com/edgecourier/courier/agent/config"
 )
 
@@ -62,22 +62,19 @@ func printConfigError(stderr io.Writer, err error) {
 
 // newLogger follows log.level and log.format; logs go to stderr.
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	switch strings.ToLower(cfg.Log.Level) {
-	case "debug":
-		lvl = slog.LevelDebug
-	case "warn":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
-	default:
-		lvl = slog.LevelInfo
-	}
+	log, _ := newLeveledLogger(cfg, w)
+	return log
+}
+
+// newLeveledLogger is newLogger with the level it follows, which a reload changes.
+func newLeveledLogger(cfg *config.Config, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	lvl := new(slog.LevelVar)
+	lvl.Set(agent.ParseLevel(cfg.Log.Level))
 	o := &slog.HandlerOptions{Level: lvl}
 	if cfg.Log.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, o))
+		return slog.New(slog.NewTextHandler(w, o)), lvl
 	}
-	return slog.New(slog.NewJSONHandler(w, o))
+	return slog.New(slog.NewJSONHandler(w, o)), lvl
 }
 
 // parseFailed is the exit status after a flag error: 0 for -h (help was asked
