@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -22,6 +23,7 @@ import (
 	"github.com/edgecourier/courier/agent/folder"
 	"github.com/edgecourier/courier/agent/mllp"
 	"github.com/edgecourier/courier/agent/mqtt"
+	"github.com/edgecourier/courier/agent/statuspage"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
 )
@@ -54,6 +56,11 @@ type Agent struct {
 
 	mllpMetrics *mllp.Metrics // created on first use (agent/mllp.go); empty without an mllp source
 
+	started       time.Time           // when New built the agent
+	history       *statuspage.History // the status page's charts (agent/page.go)
+	verifiedBytes atomic.Int64        // bytes of files the server verified, since start
+	configInfo    ConfigInfo          // guarded by mu; set by SetConfigInfo
+
 	mu       sync.Mutex // guards the fields below: Snapshot and /metrics read them during a swap
 	cfg      *config.Config
 	uploader *uploader.Uploader
@@ -68,7 +75,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Agent, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &Agent{cfg: cfg, opts: opts, log: log, applyCh: make(chan applyRequest), runDone: make(chan struct{})}
+	a := &Agent{cfg: cfg, opts: opts, log: log, applyCh: make(chan applyRequest), runDone: make(chan struct{}),
+		started: time.Now().UTC(), history: statuspage.NewHistory()}
 	if err := a.build(ctx); err != nil {
 		a.close()
 		return nil, err
@@ -174,7 +182,7 @@ func (a *Agent) buildUploader(cfg *config.Config) (*uploader.Uploader, error) {
 		Client:        client,
 		Token:         tokenReader(cfg.Upload.BearerTokenFile, a.log),
 		Logger:        a.log.With("component", "uploader"),
-		Progress:      a.opts.Progress,
+		Progress:      a.progress,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: upload: %w", cfg.File, err)

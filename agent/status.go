@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgecourier/courier/agent/config"
+	"github.com/edgecourier/courier/agent/statuspage"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
 )
@@ -112,7 +113,7 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 		st.MQTT = ms
 	}
 	switch {
-	case l.LastError != "" && l.State != "ok":
+	case l.LastError != "" && l.State != uploader.LinkUp:
 		st.LastError = l.LastError
 	case len(st.LastErrors) > 0:
 		st.LastError = st.LastErrors[0].Error
@@ -174,9 +175,17 @@ func (a *Agent) serveHTTP(ctx context.Context, listen string) error {
 			http.Error(w, "spool: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		a.mu.Lock()
+		up := a.uploader
+		a.mu.Unlock()
+		if l := up.Link(); l.State != uploader.LinkUp {
+			http.Error(w, fmt.Sprintf("upload link %s since %s: %s", l.State, l.Since.Format(time.RFC3339), l.Reason), http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("/metrics", a.metrics.handler())
+	mux.Handle("/", statuspage.Handler(a.PageView, a.log.With("component", "statuspage")))
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		// The agent's job is moving files; a taken metrics port must not stop it.
@@ -185,6 +194,7 @@ func (a *Agent) serveHTTP(ctx context.Context, listen string) error {
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { a.sampleHistory(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		return srv.Close()

@@ -1,0 +1,153 @@
+package agent
+
+// The local status page (agent/statuspage) served at http.listen "/": the agent
+// fills its View from the same Snapshot that `courier status`, /metrics and the
+// MQTT status topic read, plus the uploads in progress and an hour of samples.
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/edgecourier/courier/agent/statuspage"
+	"github.com/edgecourier/courier/spool"
+	"github.com/edgecourier/courier/uploader"
+)
+
+// ConfigInfo is the applied configuration as the status page shows it.
+type ConfigInfo struct {
+	Version int64
+	Source  string // local | remote | last-known-good
+	SHA256  string
+}
+
+// SetConfigInfo is the hook remote configuration calls when it applies a version.
+func (a *Agent) SetConfigInfo(ci ConfigInfo) {
+	a.mu.Lock()
+	a.configInfo = ci
+	a.mu.Unlock()
+}
+
+// verifiedStates are the states an item reaches once the server has verified it.
+var verifiedStates = []spool.State{spool.StateVerified, spool.StatePublished, spool.StateDone}
+
+// PageView builds what the status page shows now.
+func (a *Agent) PageView(ctx context.Context) (*statuspage.View, error) {
+	st, err := a.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	up, cfg, ci := a.uploader, a.cfg, a.configInfo
+	a.mu.Unlock()
+	v := &statuspage.View{
+		Agent: st.Agent, Version: st.Version, State: st.State,
+		StartedAt: a.started, UpdatedAt: st.UpdatedAt,
+		Counts: st.Counts,
+		Spool:  statuspage.Spool{Bytes: st.SpoolBytes, Limit: int64(cfg.Spool.MaxBytes)},
+		Config: statuspage.Config{Version: ci.Version, Source: ci.Source, SHA256: ci.SHA256},
+	}
+	if v.Config.Source == "" {
+		v.Config.Source = "local"
+	}
+	if st.Link != nil {
+		v.Link = pageLink(*st.Link)
+	}
+	if st.MQTT != nil {
+		v.MQTT = &statuspage.MQTT{Connected: st.MQTT.Connected, LastError: st.MQTT.LastError}
+	}
+	for _, p := range up.Uploads() {
+		v.Uploads = append(v.Uploads, statuspage.Upload{ID: p.ItemID, Size: p.Total, Sent: p.Sent,
+			Rate: p.Rate, ETASeconds: p.Remaining.Seconds(), ChunkSize: p.ChunkSize})
+	}
+	if a.history != nil {
+		v.History = a.history.Samples()
+	}
+	for _, s := range verifiedStates {
+		items, err := a.spool.List(ctx, spool.ListFilter{State: s, Limit: 10})
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range items {
+			v.Recent = append(v.Recent, statuspage.Verified{ID: it.ID, Size: it.Size, SHA256: it.SHA256, Source: it.Source, At: it.VerifiedAt})
+		}
+	}
+	var errs []statuspage.Error
+	for _, e := range st.LastErrors {
+		errs = append(errs, statuspage.Error{ID: e.ID, State: string(e.State), Error: e.Error, At: e.At})
+	}
+	v.Errors = statuspage.CollapseErrors(errs, 10)
+	q, err := a.spool.List(ctx, spool.ListFilter{State: spool.StateQuarantined, Limit: 50})
+	if err != nil {
+		return nil, err
+	}
+	for _, it := range q {
+		v.Quarantined = append(v.Quarantined, statuspage.Quarantined{ID: it.ID, Reason: it.Reason, At: it.UpdatedAt,
+			Retry: fmt.Sprintf("courier spool retry --config %s %s", configPath(cfg.File), it.ID)})
+	}
+	return v, nil
+}
+
+func configPath(file string) string {
+	if file != "" {
+		return file
+	}
+	return "FILE"
+}
+
+func pageLink(l uploader.LinkStatus) statuspage.Link {
+	pl := statuspage.Link{State: l.State, Reason: l.Reason}
+	if l.State != uploader.LinkUp && !l.Since.IsZero() {
+		t := l.Since
+		pl.Since = &t
+	}
+	if pl.Reason != "" {
+		pl.Advice = statuspage.Advice(pl.Reason)
+	}
+	return pl
+}
+
+// sampleHistory adds a chart sample every statuspage.Interval until ctx ends.
+func (a *Agent) sampleHistory(ctx context.Context) {
+	t := time.NewTicker(statuspage.Interval)
+	defer t.Stop()
+	var lastFiles, lastBytes int64 = -1, -1
+	for {
+		if c, err := a.spool.Counts(ctx); err == nil {
+			var files, queue int64
+			for _, s := range verifiedStates {
+				files += int64(c.ByState[s])
+			}
+			for _, s := range []spool.State{spool.StateReceived, spool.StateUploading, spool.StateWaiting} {
+				queue += int64(c.ByState[s])
+			}
+			bytes := a.verifiedBytes.Load()
+			s := statuspage.Sample{At: time.Now().UTC(), Queue: int(queue)}
+			if lastFiles >= 0 {
+				s.VerifiedFiles = max(0, files-lastFiles)
+				s.VerifiedBytes = max(0, bytes-lastBytes)
+			}
+			lastFiles, lastBytes = files, bytes
+			a.history.Add(s)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// progress counts verified bytes for the charts and metrics, then hands the
+// progress to Options.Progress (courier dev's console).
+func (a *Agent) progress(p uploader.Progress) {
+	if p.Done {
+		a.verifiedBytes.Add(p.Total)
+		if a.metrics != nil {
+			a.metrics.bytesUploaded.Add(float64(p.Total))
+		}
+	}
+	if a.opts.Progress != nil {
+		a.opts.Progress(p)
+	}
+}
