@@ -16,9 +16,9 @@ import (
 
 // ConfigInfo is the applied configuration as the status page shows it.
 type ConfigInfo struct {
-	Version int64
-	Source  string // local | remote | last-known-good
-	SHA256  string
+	Version int64  `json:"version,omitempty"`
+	Source  string `json:"source,omitempty"` // local | remote | last-known-good
+	SHA256  string `json:"sha256,omitempty"`
 }
 
 // SetConfigInfo is the hook remote configuration calls when it applies a version.

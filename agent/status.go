@@ -34,6 +34,7 @@ type Status struct {
 	LastError     string               `json:"last_error,omitempty"`
 	MQTT          *MQTTStatus          `json:"mqtt,omitempty"`
 	LastErrors    []ItemError          `json:"last_errors,omitempty"`
+	Config        *ConfigInfo          `json:"config,omitempty"` // the applied configuration (SetConfigInfo)
 }
 
 // MQTTStatus is the broker connection as the agent last saw it.
@@ -91,7 +92,7 @@ func snapshot(ctx context.Context, sp *spool.Spool, agentID string) (*Status, er
 // Snapshot is the live agent's status.
 func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 	a.mu.Lock()
-	agentID, up, mq := a.cfg.Agent.ID, a.uploader, a.mq.conn()
+	agentID, up, mq, ci := a.cfg.Agent.ID, a.uploader, a.mq.conn(), a.configInfo
 	a.mu.Unlock()
 	st, err := snapshot(ctx, a.spool, agentID)
 	if err != nil {
@@ -99,6 +100,9 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 	}
 	st.Version = a.opts.Version
 	st.PID = os.Getpid()
+	if ci != (ConfigInfo{}) {
+		st.Config = &ci
+	}
 	st.State = "online"
 	l := up.Link()
 	st.Link = &l
@@ -157,7 +161,7 @@ func ReadStatus(ctx context.Context, cfg *config.Config) (*Status, error) {
 	if b, err := os.ReadFile(filepath.Join(cfg.Agent.DataDir, statusFile)); err == nil {
 		var live Status
 		if json.Unmarshal(b, &live) == nil {
-			st.Version, st.Link, st.PID, st.MQTT = live.Version, live.Link, live.PID, live.MQTT
+			st.Version, st.Link, st.PID, st.MQTT, st.Config = live.Version, live.Link, live.PID, live.MQTT, live.Config
 			if live.State != "stopped" && time.Since(live.UpdatedAt) < 30*time.Second {
 				st.State = live.State
 			}
