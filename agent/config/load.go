@@ -123,7 +123,7 @@ func parseYAML(name string, b []byte) (*yaml.Node, Errors) {
 		return nil, es
 	}
 	line, msg := 0, yamlMessage(err)
-	for k := 1; k <= len(lines); k++ {
+	for k := 1; k <= len(lines) && len(lines) <= 5000; k++ { // quadratic: config files are short
 		var n yaml.Node
 		if perr := yaml.Unmarshal([]byte(strings.Join(lines[:k], "")), &n); perr != nil {
 			line, msg = k, yamlMessage(perr)

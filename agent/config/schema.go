@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgecourier/courier/agent/folder"
+	"github.com/edgecourier/courier/agent/mllp"
 	"github.com/edgecourier/courier/agent/mqtt"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
@@ -185,9 +186,9 @@ type Log struct {
 const (
 	DefaultMaxBytes    = 10 * GiB
 	DefaultMinFreeDisk = 1 * GiB
-	DefaultKeepAudit   = Duration(17520 * time.Hour) // two years
-	DefaultMaxSize     = 2 * GiB                     // sources[i].max_size of a folder
-	DefaultMaxMessage  = 16 * MiB                    // sources[i].max_message of an MLLP source
+	DefaultKeepAudit   = Duration(17520 * time.Hour)  // two years
+	DefaultMaxSize     = 2 * GiB                      // sources[i].max_size of a folder
+	DefaultMaxMessage  = Size(mllp.DefaultMaxMessage) // sources[i].max_message of an MLLP source
 	DefaultProbation   = Duration(5 * time.Minute)
 	DefaultHTTPListen  = "127.0.0.1:9464"
 	DefaultPriority    = "normal"
