@@ -56,10 +56,12 @@ type Agent struct {
 
 	mllpMetrics *mllp.Metrics // created on first use (agent/mllp.go); empty without an mllp source
 
-	started       time.Time           // when New built the agent
-	history       *statuspage.History // the status page's charts (agent/page.go)
-	verifiedBytes atomic.Int64        // bytes of files the server verified, since start
-	configInfo    ConfigInfo          // guarded by mu; set by SetConfigInfo
+	started       time.Time                            // when New built the agent
+	history       *statuspage.History                  // the status page's charts (agent/page.go)
+	verifiedBytes atomic.Int64                         // bytes of files the server verified, since start
+	configInfo    ConfigInfo                           // guarded by mu; set by SetConfigInfo
+	statusPub     atomic.Pointer[mqtt.StatusPublisher] // the current one, for link changes
+	linkCh        chan uploader.LinkStatus             // link changes for watchLink (agent/page.go)
 
 	mu       sync.Mutex // guards the fields below: Snapshot and /metrics read them during a swap
 	cfg      *config.Config
@@ -76,7 +78,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Agent, error) 
 		log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: log, applyCh: make(chan applyRequest), runDone: make(chan struct{}),
-		started: time.Now().UTC(), history: statuspage.NewHistory()}
+		started: time.Now().UTC(), history: statuspage.NewHistory(), linkCh: make(chan uploader.LinkStatus, 1)}
 	if err := a.build(ctx); err != nil {
 		a.close()
 		return nil, err
@@ -136,9 +138,11 @@ func (a *Agent) build(ctx context.Context) error {
 }
 
 func (a *Agent) newStatusPublisher(c *mqtt.Conn) *mqtt.StatusPublisher {
-	return mqtt.NewStatusPublisher(c, time.Minute, func(ctx context.Context) (any, error) {
+	p := mqtt.NewStatusPublisher(c, time.Minute, func(ctx context.Context) (any, error) {
 		return a.Snapshot(ctx)
 	})
+	a.statusPub.Store(p)
+	return p
 }
 
 // setLevel follows log.level when the command line handed in a LevelVar.
@@ -187,6 +191,7 @@ func (a *Agent) buildUploader(cfg *config.Config) (*uploader.Uploader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: upload: %w", cfg.File, err)
 	}
+	up.WatchLink(a.linkChanged) // the watch of a replaced uploader reports nothing more
 	return up, nil
 }
 
@@ -258,6 +263,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	r.publisher = r.start("events", a.publisher(a.cfg, a.sinks).Run)
 	r.mqttStatus = a.startMQTTStatus(r, a.mq)
 	r.housekeeping = r.start("housekeeping", func(ctx context.Context) error { a.housekeeping(ctx); return nil })
+	r.start("link watch", func(ctx context.Context) error { a.watchLink(ctx); return nil })
 	r.http = a.startHTTP(r, a.cfg.HTTP.Listen)
 	g.Go(func() error { a.supervise(r); return nil })
 

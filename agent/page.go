@@ -50,6 +50,12 @@ func (a *Agent) PageView(ctx context.Context) (*statuspage.View, error) {
 	if v.Config.Source == "" {
 		v.Config.Source = "local"
 	}
+	if v.Config.SHA256 == "" {
+		v.Config.SHA256 = cfg.Digest() // the local file's effective configuration
+	}
+	if free, err := a.spool.FreeDisk(); err == nil {
+		v.Spool.FreeDisk = free
+	}
 	if st.Link != nil {
 		v.Link = pageLink(*st.Link)
 	}
@@ -149,5 +155,53 @@ func (a *Agent) progress(p uploader.Progress) {
 	}
 	if a.opts.Progress != nil {
 		a.opts.Progress(p)
+	}
+}
+
+// linkChanged is the uploader's link watch: it hands the newest status to
+// watchLink without blocking (an older one not yet taken is replaced).
+func (a *Agent) linkChanged(l uploader.LinkStatus) {
+	for {
+		select {
+		case a.linkCh <- l:
+			return
+		default:
+		}
+		select {
+		case <-a.linkCh:
+		default:
+		}
+	}
+}
+
+// watchLink acts on link changes: the MQTT status and the file `courier status`
+// reads are refreshed at once, and when the link is back every waiting item is
+// made due now instead of sitting out its backoff. (The uploader logs the change:
+// one WARN down, one INFO back.)
+func (a *Agent) watchLink(ctx context.Context) {
+	prev := uploader.LinkUp
+	for {
+		var l uploader.LinkStatus
+		select {
+		case <-ctx.Done():
+			return
+		case l = <-a.linkCh:
+		}
+		if l.State == uploader.LinkUp && prev != uploader.LinkUp {
+			if n, err := a.spool.WakeWaiting(ctx); err != nil {
+				a.log.Warn("link is back but waiting items could not be woken; they go at their next attempt", "err", err)
+			} else if n > 0 {
+				a.mu.Lock()
+				up := a.uploader
+				a.mu.Unlock()
+				up.Notify()
+				a.log.Debug("link is back: waiting items made due", "count", n)
+			}
+		}
+		prev = l.State
+		if p := a.statusPub.Load(); p != nil {
+			p.Changed()
+		}
+		a.writeStatus(ctx, false)
 	}
 }

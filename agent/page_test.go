@@ -1,7 +1,14 @@
 package agent
 
 import (
+	"context"
+	"log/slog"
+	"net"
+	"time"
+
 	"encoding/json"
+	"github.com/edgecourier/courier/agent/config"
+	"github.com/edgecourier/courier/ingest"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -93,4 +100,37 @@ func TestStatusPageCountsVerified(t *testing.T) {
 	if !strings.Contains(body, "courier_uploaded_bytes_total 1000") {
 		t.Errorf("/metrics lacks courier_uploaded_bytes_total 1000")
 	}
+}
+
+// TestLinkRecoveryWakesWaiting: with upload.retry at an hour, a file that arrived
+// while the ingest was down is verified once an ingest listens at the endpoint
+// (the link's recovery wakes waiting items; the uploader also holds items while
+// the link is down without spending their backoff, so this checks the outcome).
+func TestLinkRecoveryWakesWaiting(t *testing.T) {
+	addr := testutil.FreePort(t)
+	e := newEnv(t, "http://"+addr+"/files/")
+	cfg := e.config(t)
+	cfg.Upload.Retry.Initial, cfg.Upload.Retry.Max = config.Duration(time.Hour), config.Duration(time.Hour)
+	a, stop := run(t, cfg, io.Discard)
+	defer stop()
+	writeFile(t, filepath.Join(e.inbox, "w.bin"), 100)
+	testutil.WaitFor(t, wait, "the link to go down", func() bool { return a.uploader.Link().State == "down" })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := ingest.New(ctx, ingest.Options{Store: "file://" + t.TempDir(), BasePath: "/files/",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	done := make(chan struct{})
+	go func() { defer close(done); hs.Serve(ln) }()
+	defer func() { hs.Close(); <-done; srv.Close(); cancel() }()
+	testutil.WaitFor(t, wait, "the waiting file to be verified after the link came back", func() bool {
+		return len(verifiedEvents(t, e.events)) == 1
+	})
 }
