@@ -59,6 +59,7 @@ type Agent struct {
 	started       time.Time                            // when New built the agent
 	history       *statuspage.History                  // the status page's charts (agent/page.go)
 	verifiedBytes atomic.Int64                         // bytes of files the server verified, since start
+	lastVerified  atomic.Pointer[time.Time]            // when the server last verified a file
 	configInfo    ConfigInfo                           // guarded by mu; set by SetConfigInfo
 	statusPub     atomic.Pointer[mqtt.StatusPublisher] // the current one, for link changes
 	linkCh        chan uploader.LinkStatus             // link changes for watchLink (agent/page.go)

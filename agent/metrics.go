@@ -61,6 +61,8 @@ var (
 	linkDesc      = prometheus.NewDesc("courier_upload_link_up", "1 while the upload link is up, 0 while it is down or paused.", nil, nil)
 	linkStateDesc = prometheus.NewDesc("courier_upload_link_state", "1 for the upload link's current state (up, down, paused), 0 for the others.", []string{"state"}, nil)
 	mqttDesc      = prometheus.NewDesc("courier_mqtt_connected", "1 while connected to the MQTT broker (absent without a broker).", nil, nil)
+	freeDesc      = prometheus.NewDesc("courier_free_disk_bytes", "Space left on the spool's file system.", nil, nil)
+	verifiedDesc  = prometheus.NewDesc("courier_last_verified_timestamp_seconds", "When the server last verified a file (Unix time; absent until one is).", nil, nil)
 	limitDesc     = prometheus.NewDesc("courier_spool_limit_bytes", "spool.max_bytes; 0 = no limit.", nil, nil)
 	oldDesc       = prometheus.NewDesc("courier_oldest_waiting_seconds", "Age of the oldest item not yet verified.", nil, nil)
 )
@@ -69,7 +71,7 @@ var (
 type statusCollector struct{ a *Agent }
 
 func (statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{itemsDesc, bytesDesc, linkDesc, linkStateDesc, mqttDesc, limitDesc, oldDesc} {
+	for _, d := range []*prometheus.Desc{itemsDesc, bytesDesc, linkDesc, linkStateDesc, mqttDesc, limitDesc, oldDesc, freeDesc, verifiedDesc} {
 		ch <- d
 	}
 }
@@ -109,10 +111,11 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(mqttDesc, prometheus.GaugeValue, v)
 	}
-	c.a.mu.Lock()
-	limit := c.a.cfg.Spool.MaxBytes
-	c.a.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(limit))
+	ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(st.SpoolLimit))
+	ch <- prometheus.MustNewConstMetric(freeDesc, prometheus.GaugeValue, float64(st.FreeDisk))
+	if st.LastVerified != nil {
+		ch <- prometheus.MustNewConstMetric(verifiedDesc, prometheus.GaugeValue, float64(st.LastVerified.UnixNano())/1e9)
+	}
 	if st.OldestWaiting != nil {
 		ch <- prometheus.MustNewConstMetric(oldDesc, prometheus.GaugeValue, time.Since(*st.OldestWaiting).Seconds())
 	}

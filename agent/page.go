@@ -44,7 +44,7 @@ func (a *Agent) PageView(ctx context.Context) (*statuspage.View, error) {
 		Agent: st.Agent, Version: st.Version, State: st.State,
 		StartedAt: a.started, UpdatedAt: st.UpdatedAt,
 		Counts: st.Counts,
-		Spool:  statuspage.Spool{Bytes: st.SpoolBytes, Limit: int64(cfg.Spool.MaxBytes)},
+		Spool:  statuspage.Spool{Bytes: st.SpoolBytes, Limit: int64(cfg.Spool.MaxBytes), FreeDisk: st.FreeDisk},
 		Config: statuspage.Config{Version: ci.Version, Source: ci.Source, SHA256: ci.SHA256},
 	}
 	if v.Config.Source == "" {
@@ -148,6 +148,8 @@ func (a *Agent) sampleHistory(ctx context.Context) {
 // progress to Options.Progress (courier dev's console).
 func (a *Agent) progress(p uploader.Progress) {
 	if p.Done {
+		now := time.Now().UTC()
+		a.lastVerified.Store(&now)
 		a.verifiedBytes.Add(p.Total)
 		if a.metrics != nil {
 			a.metrics.bytesUploaded.Add(float64(p.Total))

@@ -97,8 +97,14 @@ func TestStatusPageCountsVerified(t *testing.T) {
 		t.Errorf("/readyz = %d with the link up", code)
 	}
 	_, body := get(t, "http://"+addr+"/metrics")
-	if !strings.Contains(body, "courier_uploaded_bytes_total 1000") {
-		t.Errorf("/metrics lacks courier_uploaded_bytes_total 1000")
+	for _, want := range []string{"courier_uploaded_bytes_total 1000", "courier_last_verified_timestamp_seconds ",
+		"courier_free_disk_bytes ", "process_start_time_seconds"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if v.Spool.FreeDisk <= 0 {
+		t.Errorf("page: free disk %d", v.Spool.FreeDisk)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"time"
 
@@ -35,6 +36,15 @@ type Status struct {
 	MQTT          *MQTTStatus          `json:"mqtt,omitempty"`
 	LastErrors    []ItemError          `json:"last_errors,omitempty"`
 	Config        *ConfigInfo          `json:"config,omitempty"` // the applied configuration (SetConfigInfo)
+
+	// For fleets (the MQTT status topic): where and what runs.
+	Hostname     string     `json:"hostname,omitempty"`
+	OS           string     `json:"os,omitempty"`
+	Arch         string     `json:"arch,omitempty"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+	SpoolLimit   int64      `json:"spool_limit,omitempty"` // spool.max_bytes; 0 = none
+	FreeDisk     int64      `json:"free_disk,omitempty"`   // on the spool's file system
+	LastVerified *time.Time `json:"last_verified,omitempty"`
 }
 
 // MQTTStatus is the broker connection as the agent last saw it.
@@ -100,6 +110,21 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 	}
 	st.Version = a.opts.Version
 	st.PID = os.Getpid()
+	st.Hostname, _ = os.Hostname()
+	st.OS, st.Arch = runtime.GOOS, runtime.GOARCH
+	if !a.started.IsZero() {
+		t := a.started
+		st.StartedAt = &t
+	}
+	a.mu.Lock()
+	st.SpoolLimit = int64(a.cfg.Spool.MaxBytes)
+	a.mu.Unlock()
+	if free, err := a.spool.FreeDisk(); err == nil {
+		st.FreeDisk = free
+	}
+	if t := a.lastVerified.Load(); t != nil {
+		st.LastVerified = t
+	}
 	if ci != (ConfigInfo{}) {
 		st.Config = &ci
 	}
