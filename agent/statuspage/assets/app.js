@@ -146,8 +146,9 @@ function render(v) {
   $('version').textContent = v.version || 'dev';
   $('started').textContent = v.started_at ? new Date(v.started_at).toLocaleString() : '—';
   $('updated').textContent = new Date(v.updated_at).toLocaleTimeString();
-  badge($('state'), v.state);
   const l = v.link || {};
+  // An online agent whose uploads cannot go is degraded: say so at the top.
+  badge($('state'), v.state === 'online' && l.state && l.state !== 'up' ? 'degraded' : v.state);
   badge($('link-state'), l.state || 'unknown');
   $('link-since').textContent = l.since ? 'since ' + new Date(l.since).toLocaleString() + ' (' + ago(l.since) + ')' : '';
   $('link-reason').textContent = l.reason || '';

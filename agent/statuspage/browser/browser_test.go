@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"go.uber.org/goleak"
 
 	"github.com/edgecourier/courier/agent"
 	"github.com/edgecourier/courier/agent/config"
@@ -78,6 +79,7 @@ func writeFile(t *testing.T, path string, size int) {
 // pageState is what a person reads on the page.
 type pageState struct {
 	Loaded     bool   `json:"loaded"`
+	State      string `json:"state"`
 	Verified   int    `json:"verified"`
 	Recent     int    `json:"recent"`
 	Link       string `json:"link"`
@@ -85,17 +87,20 @@ type pageState struct {
 	Advice     string `json:"advice"`
 	Quarantine string `json:"quarantine"`
 	Config     string `json:"config"`
+	ConfigSHA  string `json:"config_sha"`
+	FreeDisk   string `json:"free_disk"`
 }
 
 const readPage = `(() => {
   const n = (s) => { const r = document.querySelector('#counts tr[data-state="' + s + '"] td.num'); return r ? parseInt(r.textContent, 10) : 0; };
   const t = (id) => (document.getElementById(id) || {}).textContent || '';
   return {
-    loaded: document.body.dataset.loaded === 'true',
+    loaded: document.body.dataset.loaded === 'true', state: t('state'),
     verified: n('verified') + n('published') + n('done'),
     recent: document.querySelectorAll('#recent tbody tr').length,
     link: t('link-state'), reason: t('link-reason'), advice: t('link-advice'),
     quarantine: t('quarantined'), config: t('cfg-source'),
+    config_sha: t('cfg-sha'), free_disk: t('free-disk'),
   };
 })()`
 
@@ -201,6 +206,12 @@ http:
 	if first.Verified != 0 || first.Config != "local" {
 		t.Errorf("fresh page: %+v, want nothing verified, config from local", first)
 	}
+	if want := cfg.Digest(); first.ConfigSHA != want {
+		t.Errorf("config digest shown %q, want the local file's %q", first.ConfigSHA, want)
+	}
+	if first.FreeDisk == "" || first.FreeDisk == "0 B" {
+		t.Errorf("free disk shown as %q", first.FreeDisk)
+	}
 
 	// Files flow: the count a person reads goes up, one after another.
 	for i := 1; i <= 3; i++ {
@@ -208,8 +219,8 @@ http:
 		waitPage(fmt.Sprintf("%d verified", i), func(s pageState) bool { return s.Verified >= i && s.Recent >= i })
 	}
 	up := read()
-	if up.Link != "up" {
-		t.Errorf("link while files flow = %q, want up", up.Link)
+	if up.Link != "up" || up.State != "online" {
+		t.Errorf("link while files flow = %q, agent %q, want up and online", up.Link, up.State)
 	}
 
 	// A file over the ingest's limit is refused for itself: quarantined, with
@@ -227,6 +238,9 @@ http:
 	stopIngest()
 	writeFile(t, filepath.Join(inbox, "scan-4.dcm"), 5000)
 	down := waitPage("the link down", func(s pageState) bool { return s.Link == "down" })
+	if down.State != "degraded" {
+		t.Errorf("top badge during the outage = %q, want degraded", down.State)
+	}
 	if down.Reason == "" || down.Advice == "" {
 		t.Errorf("link down without reason or advice: %+v", down)
 	}
@@ -248,4 +262,10 @@ http:
 		}
 		t.Logf("screenshot: %s (%d bytes)", p, len(png))
 	}
+}
+
+// TestMain checks that the agent, the ingest and chromedp leave no goroutine
+// behind (tusd's delayed request contexts end on their own timer).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/tus/tusd/v2/pkg/handler.newDelayedContext.func1"))
 }
