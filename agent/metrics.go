@@ -24,6 +24,8 @@ type metrics struct {
 	reloads *prometheus.CounterVec // courier_config_reloads_total{result}
 	// courier_uploaded_bytes_total: bytes of files the server verified.
 	bytesUploaded prometheus.Counter
+	// courier_files_verified_total: files the server verified.
+	filesVerified prometheus.Counter
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -37,6 +39,10 @@ func newMetrics(a *Agent) *metrics {
 			Name: "courier_uploaded_bytes_total",
 			Help: "Bytes of files uploaded and verified by the server.",
 		}),
+		filesVerified: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "courier_files_verified_total",
+			Help: "Files uploaded and verified by the server.",
+		}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "courier_build_info",
@@ -45,7 +51,7 @@ func newMetrics(a *Agent) *metrics {
 			"os": runtime.GOOS, "arch": runtime.GOARCH},
 	})
 	build.Set(1)
-	m.reg.MustRegister(statusCollector{a: a}, m.reloads, m.bytesUploaded, build,
+	m.reg.MustRegister(statusCollector{a: a}, m.reloads, m.bytesUploaded, m.filesVerified, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(a.MLLPCollectors()...) // empty without an mllp source
 	return m

@@ -153,6 +153,7 @@ func (a *Agent) progress(p uploader.Progress) {
 		a.verifiedBytes.Add(p.Total)
 		if a.metrics != nil {
 			a.metrics.bytesUploaded.Add(float64(p.Total))
+			a.metrics.filesVerified.Inc()
 		}
 	}
 	if a.opts.Progress != nil {

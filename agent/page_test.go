@@ -97,7 +97,7 @@ func TestStatusPageCountsVerified(t *testing.T) {
 		t.Errorf("/readyz = %d with the link up", code)
 	}
 	_, body := get(t, "http://"+addr+"/metrics")
-	for _, want := range []string{"courier_uploaded_bytes_total 1000", "courier_last_verified_timestamp_seconds ",
+	for _, want := range []string{"courier_uploaded_bytes_total 1000", "courier_files_verified_total 1", "courier_last_verified_timestamp_seconds ",
 		"courier_free_disk_bytes ", "process_start_time_seconds"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
