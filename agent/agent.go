@@ -54,13 +54,14 @@ type Agent struct {
 	applyCh chan applyRequest
 	runDone chan struct{} // closed when Run has returned
 
+	remote *remote // nil unless remote_config.enabled (agent/remote.go)
+
 	mllpMetrics *mllp.Metrics // created on first use (agent/mllp.go); empty without an mllp source
 
 	started       time.Time                            // when New built the agent
 	history       *statuspage.History                  // the status page's charts (agent/page.go)
 	verifiedBytes atomic.Int64                         // bytes of files the server verified, since start
 	lastVerified  atomic.Pointer[time.Time]            // when the server last verified a file
-	configInfo    ConfigInfo                           // guarded by mu; set by SetConfigInfo
 	statusPub     atomic.Pointer[mqtt.StatusPublisher] // the current one, for link changes
 	linkCh        chan uploader.LinkStatus             // link changes for watchLink (agent/page.go)
 
@@ -80,6 +81,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Agent, error) 
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: log, applyCh: make(chan applyRequest), runDone: make(chan struct{}),
 		started: time.Now().UTC(), history: statuspage.NewHistory(), linkCh: make(chan uploader.LinkStatus, 1)}
+	// With remote configuration on, start on the last-known-good documents layered on
+	// the local file, so a PC whose broker is unreachable at boot runs what central IT
+	// last gave it.
+	start, err := a.newRemote(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.cfg = start
 	if err := a.build(ctx); err != nil {
 		a.close()
 		return nil, err
@@ -113,6 +122,7 @@ func (a *Agent) build(ctx context.Context) error {
 		KeepDone:    cfg.Spool.KeepDone.D(),
 		Sinks:       a.sinks.names,
 		Inspect:     inspector(salt),
+		Split:       hl7Splitter(salt, 16<<20),
 		Logger:      a.log.With("component", "spool"),
 	})
 	if err != nil {
@@ -242,9 +252,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if merr != nil {
 		return merr
 	}
-	if a.cfg.RemoteConfig.Enabled {
-		a.log.Warn("remote_config.enabled is set, but this version does not apply pushed configuration yet; the local file is used")
-	}
 	if err := a.mq.start(ctx); err != nil {
 		for _, l := range mllpSources {
 			l.Close()
@@ -266,6 +273,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	r.housekeeping = r.start("housekeeping", func(ctx context.Context) error { a.housekeeping(ctx); return nil })
 	r.start("link watch", func(ctx context.Context) error { a.watchLink(ctx); return nil })
 	r.http = a.startHTTP(r, a.cfg.HTTP.Listen)
+	if a.remote != nil {
+		r.start("remote config", a.remote.m.Run)
+	}
 	g.Go(func() error { a.supervise(r); return nil })
 
 	a.log.Info("courier agent running", "agent", a.cfg.Agent.ID, "version", a.opts.Version,
@@ -354,6 +364,7 @@ func EventOptions(cfg *config.Config) events.Options {
 		AgentID:       cfg.Agent.ID,
 		SendFilenames: cfg.Privacy.SendFilenames,
 		FHIR:          fhirDocRef,
+		Attachments:   attachmentsOf,
 	}
 }
 

@@ -1,10 +1,8 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
-	"os"
+	"io"
 	"strconv"
 
 	"github.com/edgecourier/courier/agent/events"
@@ -40,6 +38,7 @@ func spoolEnvelope(e *hl7.Envelope) *spool.Envelope {
 		IsCorrection: e.IsCorrection,
 		ContentType:  e.ContentType,
 		Data:         data,
+		Parts:        len(e.Attachments),
 	}
 }
 
@@ -67,6 +66,7 @@ func hl7DocRef(item *spool.Item) (map[string]any, bool) {
 		Date:         date,
 		HL7:          env,
 		AttachmentOf: item.Meta[events.MetaAttachmentOf],
+		Parts:        partRefs(item, env),
 	}), true
 }
 
@@ -74,47 +74,44 @@ func hl7DocRef(item *spool.Item) (map[string]any, bool) {
 // index in its message's file (hl7.Attachment.Index).
 const MetaAttachmentIndex = "attachment_index"
 
-// receiveAttachments stores each attachment (OBX ED/RP Base64 above 64 KiB) of
-// a received HL7 item as an item of its own, decoded and streamed from the
+// hl7Splitter is the spool's Splitter for HL7 files: each attachment (OBX
+// ED/RP Base64 above 64 KiB) becomes a part, decoded and streamed from the
 // spooled message (bounded memory), with meta attachment_of naming the
-// message. It is the call a source makes after spool.Receive returned a
-// received HL7 item; the message itself is uploaded unchanged. Not wired yet:
-// see docs/hl7.md ("Attachments") for what the spool still lacks (the
-// message's list of parts, atomicity with the message's intake).
-func receiveAttachments(ctx context.Context, sp *spool.Spool, msg *spool.Item, maxBytes int64) ([]*spool.Item, error) {
-	if msg == nil || len(msg.Envelope) == 0 || msg.State != spool.StateReceived {
-		return nil, nil
-	}
-	if maxBytes <= 0 {
-		maxBytes = hl7.DefaultMaxBytes
-	}
-	path := sp.ContentPath(msg.ID)
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("attachments of %s: %w", msg.ID, err)
-	}
-	file, err := hl7.ParseReader(f, maxBytes)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("attachments of %s: %w", msg.ID, err)
-	}
-	var parts []*spool.Item
-	for _, a := range file.Attachments {
-		rc, err := hl7.OpenAttachment(path, a)
-		if err != nil {
-			return parts, fmt.Errorf("attachments of %s: %w", msg.ID, err)
+// message, its own data.hl7 (hl7.Envelope.PartData) and content type. The
+// spool calls it inside the message's Receive, and again after a crash, so
+// every source (folder, mqtt, mllp) gets it with no change (spool/parts.go).
+func hl7Splitter(salt []byte, maxBytes int64) spool.Splitter {
+	inspect := hl7.Inspector(salt, maxBytes)
+	return func(path string, msg *spool.Item) ([]spool.Part, error) {
+		env := inspect(path)
+		if env == nil {
+			return nil, nil
 		}
-		it, err := sp.Receive(ctx, spool.Intake{
-			Source: msg.Source, SourceKind: msg.SourceKind, Priority: msg.Priority, NoInspect: true,
-			Meta: map[string]string{events.MetaAttachmentOf: msg.ID, MetaAttachmentIndex: strconv.Itoa(a.Index)},
-		}, rc)
-		rc.Close()
-		if err != nil {
-			return parts, fmt.Errorf("attachment %d of %s: %w", a.Index, msg.ID, err)
+		parts := make([]spool.Part, 0, len(env.Attachments))
+		for k, a := range env.Attachments {
+			var data []byte
+			if d, ok := env.PartData(k); ok {
+				data, _ = json.Marshal(d) // strings, numbers, bools: cannot fail
+			}
+			parts = append(parts, spool.Part{
+				Index:       a.Index,
+				ContentType: a.ContentType,
+				Data:        data,
+				Meta:        map[string]string{events.MetaAttachmentOf: msg.ID, MetaAttachmentIndex: strconv.Itoa(a.Index)},
+				Open:        func() (io.ReadCloser, error) { return hl7.OpenAttachment(path, a) },
+			})
 		}
-		parts = append(parts, it)
+		return parts, nil
 	}
-	return parts, nil
+}
+
+// attachmentsOf is events.Options.Attachments: the message's part ids, which
+// the spool keeps in its meta.
+func attachmentsOf(it *spool.Item) []string {
+	if it == nil {
+		return nil
+	}
+	return spool.SplitAttachments(it.Meta)
 }
 
 // inspector reads HL7 v2 envelopes. It is always installed: sources with hl7: off
@@ -125,4 +122,19 @@ func inspector(salt []byte) spool.Inspector {
 
 func fhirDocRef(it *spool.Item) (any, bool) {
 	return hl7DocRef(it)
+}
+
+// partRefs lists a message's parts for its DocumentReference (size and
+// location are in the parts' own events).
+func partRefs(it *spool.Item, env hl7.EnvelopeData) []hl7.PartRef {
+	var refs []hl7.PartRef
+	ids := spool.SplitAttachments(it.Meta)
+	for i, id := range ids {
+		ref := hl7.PartRef{FileID: id, Size: -1}
+		if len(ids) == len(env.Embedded) { // a part skipped as undecodable breaks the pairing
+			ref.ContentType = env.Embedded[i].ContentType
+		}
+		refs = append(refs, ref)
+	}
+	return refs
 }

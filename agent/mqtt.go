@@ -28,6 +28,7 @@ func (a *Agent) buildMQTT(cfg *config.Config) (*mqttParts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.File, err)
 	}
+	a.subscribeConfig(conn, cfg)
 	return &mqttParts{c: conn}, nil
 }
 

@@ -14,20 +14,6 @@ import (
 	"github.com/edgecourier/courier/uploader"
 )
 
-// ConfigInfo is the applied configuration as the status page shows it.
-type ConfigInfo struct {
-	Version int64  `json:"version,omitempty"`
-	Source  string `json:"source,omitempty"` // local | remote | last-known-good
-	SHA256  string `json:"sha256,omitempty"`
-}
-
-// SetConfigInfo is the hook remote configuration calls when it applies a version.
-func (a *Agent) SetConfigInfo(ci ConfigInfo) {
-	a.mu.Lock()
-	a.configInfo = ci
-	a.mu.Unlock()
-}
-
 // verifiedStates are the states an item reaches once the server has verified it.
 var verifiedStates = []spool.State{spool.StateVerified, spool.StatePublished, spool.StateDone}
 
@@ -38,14 +24,14 @@ func (a *Agent) PageView(ctx context.Context) (*statuspage.View, error) {
 		return nil, err
 	}
 	a.mu.Lock()
-	up, cfg, ci := a.uploader, a.cfg, a.configInfo
+	up, cfg := a.uploader, a.cfg
 	a.mu.Unlock()
 	v := &statuspage.View{
 		Agent: st.Agent, Version: st.Version, State: st.State,
 		StartedAt: a.started, UpdatedAt: st.UpdatedAt,
 		Counts: st.Counts,
 		Spool:  statuspage.Spool{Bytes: st.SpoolBytes, Limit: int64(cfg.Spool.MaxBytes), FreeDisk: st.FreeDisk},
-		Config: statuspage.Config{Version: ci.Version, Source: ci.Source, SHA256: ci.SHA256},
+		Config: statuspage.Config{Version: st.Config.Version, Source: st.Config.Source, SHA256: st.Config.ConfigSHA256},
 	}
 	if v.Config.Source == "" {
 		v.Config.Source = "local"

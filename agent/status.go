@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgecourier/courier/agent/config"
+	"github.com/edgecourier/courier/agent/remoteconfig"
 	"github.com/edgecourier/courier/agent/statuspage"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
@@ -35,7 +36,8 @@ type Status struct {
 	LastError     string               `json:"last_error,omitempty"`
 	MQTT          *MQTTStatus          `json:"mqtt,omitempty"`
 	LastErrors    []ItemError          `json:"last_errors,omitempty"`
-	Config        *ConfigInfo          `json:"config,omitempty"` // the applied configuration (SetConfigInfo)
+	// Config is what configuration runs: version, source and the effective config's digest.
+	Config *remoteconfig.Status `json:"config,omitempty"`
 
 	// For fleets (the MQTT status topic): where and what runs.
 	Hostname     string     `json:"hostname,omitempty"`
@@ -102,13 +104,15 @@ func snapshot(ctx context.Context, sp *spool.Spool, agentID string) (*Status, er
 // Snapshot is the live agent's status.
 func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 	a.mu.Lock()
-	agentID, up, mq, ci := a.cfg.Agent.ID, a.uploader, a.mq.conn(), a.configInfo
+	agentID, up, mq := a.cfg.Agent.ID, a.uploader, a.mq.conn()
 	a.mu.Unlock()
 	st, err := snapshot(ctx, a.spool, agentID)
 	if err != nil {
 		return nil, err
 	}
 	st.Version = a.opts.Version
+	cs := a.ConfigStatus()
+	st.Config = &cs
 	st.PID = os.Getpid()
 	st.Hostname, _ = os.Hostname()
 	st.OS, st.Arch = runtime.GOOS, runtime.GOARCH
@@ -124,9 +128,6 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 	}
 	if t := a.lastVerified.Load(); t != nil {
 		st.LastVerified = t
-	}
-	if ci != (ConfigInfo{}) {
-		st.Config = &ci
 	}
 	st.State = "online"
 	l := up.Link()

@@ -155,7 +155,30 @@ func (s *Spool) commit(ctx context.Context, in Intake, id string, st staged) (*I
 		}
 		s.log.Info("spool: duplicate", "id", id, "source", in.Source, "duplicate_of", it.DuplicateOf,
 			"sha256", it.SHA256, "size", it.Size)
+		// The original's parts may have failed (spool full) when it came: finish
+		// them before this retry lets the source go.
+		if pending, err := s.pendingParts(ctx, it.DuplicateOf); err != nil || pending {
+			orig, gerr := s.Get(ctx, it.DuplicateOf)
+			if err == nil && gerr == nil {
+				err = s.receiveParts(ctx, orig)
+			}
+			if err == nil {
+				err = gerr
+			}
+			if err != nil {
+				return nil, fmt.Errorf("spool %s: parts of %s (duplicate %s): %w", s.dir, it.DuplicateOf, id, err)
+			}
+		}
 		return it, nil
+	}
+	if env != nil && env.Parts > 0 && s.opts.Split != nil {
+		// Before Receive returns: the source is released only with the parts spooled.
+		if err := s.receiveParts(ctx, it); err != nil {
+			return nil, err
+		}
+		if it.Meta, err = s.metaOf(ctx, id); err != nil {
+			return nil, err
+		}
 	}
 	s.log.Info("spool: received", "id", id, "source", in.Source, "sha256", it.SHA256, "size", it.Size,
 		"content_type", it.ContentType, "control_id_reused", it.ControlIDReused, "corrects", it.Corrects)
@@ -195,6 +218,11 @@ func (s *Spool) insertReceived(ctx context.Context, tx *sql.Tx, it *Item, finger
 	}
 	if err := audit(ctx, tx, it.ID, "", it.State, it.ReceivedAt, it.SHA256, actor); err != nil {
 		return err
+	}
+	if !dup && env != nil && env.Parts > 0 && s.opts.Split != nil {
+		if err := insertPending(ctx, tx, it.ID, env.Parts); err != nil {
+			return err
+		}
 	}
 	return putFingerprint(ctx, tx, it.Source, fingerprint, it.ID, it.ReceivedAt)
 }

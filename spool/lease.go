@@ -27,6 +27,7 @@ func (s *Spool) Lease(ctx context.Context, owner string, ttl time.Duration) (*It
 			AND (state = 'received'
 				OR (state = 'waiting' AND next_attempt <= ?)
 				OR (state = 'uploading' AND lease_until <= ?))
+			AND NOT EXISTS (SELECT 1 FROM parts_pending p WHERE p.item_id = items.id)
 			ORDER BY priority, received_at, id LIMIT 1`, n, n))
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrEmpty

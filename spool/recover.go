@@ -111,7 +111,10 @@ func (s *Spool) recover(ctx context.Context) error {
 	if err := s.finishPublished(WithActor(ctx, ActorRecovery)); err != nil {
 		return err
 	}
-	return s.reconcileContent(ctx)
+	if err := s.reconcileContent(ctx); err != nil {
+		return err
+	}
+	return s.recoverParts(ctx)
 }
 
 // recoverEvents writes the quarantined event of items that have none (Recover
@@ -450,6 +453,7 @@ func (s *Spool) takeBack(ctx context.Context, ids []string) (RecoverReport, erro
 		return nil
 	}
 	now := s.nowUTC()
+	var parts []*Item // recovered parts, to link to their messages
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -486,6 +490,9 @@ func (s *Spool) takeBack(ctx context.Context, ids []string) (RecoverReport, erro
 			s.log.Error("spool: recovered bytes differ from their description; quarantined", "id", id)
 		}
 		batch = append(batch, rebuilt{it: it, fingerprint: sc.Fingerprint, env: env, keys: keys})
+		if it.Meta[MetaPartOf] != "" && it.State != StateQuarantined {
+			parts = append(parts, it)
+		}
 		if len(batch) >= 256 {
 			if err := flush(); err != nil {
 				return rep, err
@@ -493,6 +500,9 @@ func (s *Spool) takeBack(ctx context.Context, ids []string) (RecoverReport, erro
 		}
 	}
 	if err := flush(); err != nil {
+		return rep, err
+	}
+	if err := s.relinkParts(ctx, parts); err != nil {
 		return rep, err
 	}
 	if rep.Recovered > 0 {

@@ -9,7 +9,7 @@ import (
 )
 
 // schemaVersion is stored in PRAGMA user_version; bump it with a migration step.
-const schemaVersion = 2
+const schemaVersion = 3
 
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS items (
@@ -134,6 +134,23 @@ var schemaV2 = []string{
 	END`,
 }
 
+// schemaV3 links a message to its parts (HL7 attachments stored as items of
+// their own, parts.go): parts (one row per part, unique per parent and index)
+// and parts_pending (messages whose parts are still to be received).
+var schemaV3 = []string{
+	`CREATE TABLE IF NOT EXISTS parts (
+		parent_id TEXT NOT NULL,
+		idx       INTEGER NOT NULL,
+		part_id   TEXT NOT NULL,
+		PRIMARY KEY (parent_id, idx)
+	)`,
+	`CREATE INDEX IF NOT EXISTS parts_part ON parts(part_id)`,
+	`CREATE TABLE IF NOT EXISTS parts_pending (
+		item_id  TEXT PRIMARY KEY,
+		expected INTEGER NOT NULL
+	)`,
+}
+
 // userVersion is the schema version the database file says it has (0: no schema).
 func userVersion(ctx context.Context, db *sql.DB) (int, error) {
 	var v int
@@ -161,7 +178,7 @@ func (s *Spool) migrate(ctx context.Context) error {
 		if v == schemaVersion {
 			return nil // another process migrated meanwhile
 		}
-		for _, q := range append(schema, schemaV2...) {
+		for _, q := range append(append(schema, schemaV2...), schemaV3...) {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
 			}

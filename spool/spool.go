@@ -34,8 +34,10 @@ type Options struct {
 	// get stuck verified.
 	Sinks   []string
 	Inspect Inspector // may be nil
-	Logger  *slog.Logger
-	Now     func() time.Time // for tests; nil = time.Now
+	// Split finds the parts of an item whose envelope has Parts > 0 (parts.go); nil = none.
+	Split  Splitter
+	Logger *slog.Logger
+	Now    func() time.Time // for tests; nil = time.Now
 	// Shared opens without the process lock and without recovery, for CLI commands
 	// (spool ls/show/retry, events replay) run beside a live agent. Status, which must
 	// never write, uses OpenReadOnly.

@@ -163,6 +163,8 @@ type Envelope struct {
 	ContentType string
 	// Data is put in the event as data.hl7 (the spool adds corrects/control_id_reused there).
 	Data json.RawMessage
+	// Parts is how many parts (HL7 attachments) Options.Split will find in the item.
+	Parts int
 }
 
 // Inspector reads a spooled file (already durable, at path) and returns its Envelope,

@@ -24,6 +24,13 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
+// version, commit and date are set at build time (make: -ldflags -X main.version=…).
+var (
+	version = "dev"
+	commit  = "unknown"
+	date    = "unknown"
+)
+
 func main() {
 	err := run(context.Background(), os.Args[1:], os.Stderr)
 	var ue usageError
@@ -65,11 +72,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	maxBodyPause := fs.Duration("max-body-pause", ingest.DefaultMaxBodyPause, "longest a request body may send nothing")
 	maxHeaderBytes := fs.Int("max-header-bytes", ingest.DefaultMaxHeaderBytes, "largest request header block; larger → 431")
 	logLevel := fs.String("log-level", "info", "debug | info | warn | error")
+	showVersion := fs.Bool("version", false, "print the version, commit and build date, then exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return usageError{err.Error()}
+	}
+	if *showVersion {
+		fmt.Fprintf(os.Stdout, "courier-ingest %s (commit %s, built %s)\n", version, commit, date)
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}

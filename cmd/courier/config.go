@@ -15,6 +15,8 @@ func cmdConfig(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, "config: want validate [--strict] FILE")
 	}
 	switch args[0] {
+	case "sign", "push", "fleet":
+		return cmdConfigRemote(args, stdout, stderr)
 	case "validate":
 		return cmdConfigValidate(args[1:], stdout, stderr)
 	}

@@ -13,6 +13,12 @@ import (
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
 var version = "dev"
 
+// commit and date are set at build time too (make: -X main.commit=… -X main.date=…).
+var (
+	commit = "unknown"
+	date   = "unknown"
+)
+
 const usage = `courier — moves clinic files to central storage, verified, exactly once.
 
 Usage:
@@ -24,6 +30,10 @@ Usage:
   courier spool retry --config FILE (ID... | --state quarantined)
   courier events replay --config FILE --since T [--until T]
   courier config validate FILE
+  courier config sign --key PREFIX.key --version N --target agent:ID|group:G [--expires D] FILE > config.jws
+  courier config push --broker URL config.jws   retained, to the topic its target names
+  courier config fleet --broker URL [--json]    every agent's state, applied version, config digest
+  courier keygen --out PREFIX                  ed25519 pair for signing configuration
   courier mllp send --to HOST:PORT FILE...     send HL7 over MLLP, print each ACK
   courier service install|uninstall|start|stop|status --config FILE
   courier version
@@ -49,6 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"config":  cmdConfig,
 		"service": cmdService,
 		"version": cmdVersion,
+		"keygen":  cmdKeygen,
 		"mllp":    cmdMLLP,
 		"audit":   cmdAudit,
 	}
@@ -66,6 +77,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintf(stdout, "courier %s\n", version)
+	fmt.Fprintf(stdout, "courier %s (commit %s, built %s)\n", version, commit, date)
 	return 0
 }

@@ -40,6 +40,9 @@ func runAgent(ctx context.Context, cfg *config.Config, opts agent.Options, stder
 	opts.Logger = log
 	opts.LogLevel = lvl
 	opts.Version = version
+	for _, w := range cfg.Warnings {
+		log.Warn("config warning", "file", w.File, "key", w.Key, "problem", w.Problem)
+	}
 	a, err := agent.New(ctx, cfg, opts)
 	if err != nil {
 		return fail(stderr, "start agent: %v", err)
@@ -95,7 +98,7 @@ func reloadLoop(ctx context.Context, a *agent.Agent, path string, sig <-chan os.
 			}
 			continue
 		}
-		err = a.Apply(ctx, cfg, "sighup")
+		err = a.Reload(ctx, cfg)
 		switch {
 		case err == nil, errors.Is(err, agent.ErrNeedsRestart):
 			// Apply logged what changed and what waits for a restart.

@@ -42,9 +42,6 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, " (version %s)", st.Version)
 	}
 	fmt.Fprintln(stdout)
-	if st.Config != nil {
-		fmt.Fprintf(stdout, "config: version %d from %s (sha256 %s)\n", st.Config.Version, st.Config.Source, st.Config.SHA256)
-	}
 	if st.Link != nil && st.Link.State != "" && st.Link.State != uploader.LinkUp {
 		reason := st.Link.Reason
 		if reason == "" {
@@ -66,6 +63,13 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "  %s\t%d\n", s, st.Counts[string(s)])
 	}
 	tw.Flush()
+	if c := st.Config; c != nil {
+		fmt.Fprintf(stdout, "config: %s, version %d, sha256 %s", c.Source, c.Version, c.ConfigSHA256)
+		if c.State != "" && c.State != "applied" {
+			fmt.Fprintf(stdout, " (last document %s: %s)", c.State, c.Error)
+		}
+		fmt.Fprintln(stdout)
+	}
 	fmt.Fprintf(stdout, "spooled: %s (%d bytes)\n", human(st.SpoolBytes), st.SpoolBytes)
 	if st.OldestWaiting != nil {
 		fmt.Fprintf(stdout, "oldest waiting item: received %s (%s ago)\n", st.OldestWaiting.Format(time.RFC3339), time.Since(*st.OldestWaiting).Round(time.Second))
