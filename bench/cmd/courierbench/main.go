@@ -1,3 +1,5 @@
+//go:build !windows
+
 // Command courierbench is `make bench`: Courier against the tools a clinic would pick
 // instead, measured in one run on one machine, contenders alternating round by round,
 // medians reported. Every contender's result is checked (exit status, HTTP status,

@@ -1,3 +1,5 @@
+//go:build !windows
+
 package main
 
 // uploadJS is the tus-js-client contender: default options (one PATCH per file, as
