@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -22,6 +23,7 @@ import (
 	"github.com/edgecourier/courier/agent/folder"
 	"github.com/edgecourier/courier/agent/mllp"
 	"github.com/edgecourier/courier/agent/mqtt"
+	"github.com/edgecourier/courier/agent/statuspage"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
 )
@@ -56,6 +58,13 @@ type Agent struct {
 
 	mllpMetrics *mllp.Metrics // created on first use (agent/mllp.go); empty without an mllp source
 
+	started       time.Time                            // when New built the agent
+	history       *statuspage.History                  // the status page's charts (agent/page.go)
+	verifiedBytes atomic.Int64                         // bytes of files the server verified, since start
+	lastVerified  atomic.Pointer[time.Time]            // when the server last verified a file
+	statusPub     atomic.Pointer[mqtt.StatusPublisher] // the current one, for link changes
+	linkCh        chan uploader.LinkStatus             // link changes for watchLink (agent/page.go)
+
 	mu       sync.Mutex // guards the fields below: Snapshot and /metrics read them during a swap
 	cfg      *config.Config
 	uploader *uploader.Uploader
@@ -70,7 +79,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Agent, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &Agent{cfg: cfg, opts: opts, log: log, applyCh: make(chan applyRequest), runDone: make(chan struct{})}
+	a := &Agent{cfg: cfg, opts: opts, log: log, applyCh: make(chan applyRequest), runDone: make(chan struct{}),
+		started: time.Now().UTC(), history: statuspage.NewHistory(), linkCh: make(chan uploader.LinkStatus, 1)}
 	// With remote configuration on, start on the last-known-good documents layered on
 	// the local file, so a PC whose broker is unreachable at boot runs what central IT
 	// last gave it.
@@ -139,9 +149,11 @@ func (a *Agent) build(ctx context.Context) error {
 }
 
 func (a *Agent) newStatusPublisher(c *mqtt.Conn) *mqtt.StatusPublisher {
-	return mqtt.NewStatusPublisher(c, time.Minute, func(ctx context.Context) (any, error) {
+	p := mqtt.NewStatusPublisher(c, time.Minute, func(ctx context.Context) (any, error) {
 		return a.Snapshot(ctx)
 	})
+	a.statusPub.Store(p)
+	return p
 }
 
 // setLevel follows log.level when the command line handed in a LevelVar.
@@ -185,11 +197,12 @@ func (a *Agent) buildUploader(cfg *config.Config) (*uploader.Uploader, error) {
 		Client:        client,
 		Token:         tokenReader(cfg.Upload.BearerTokenFile, a.log),
 		Logger:        a.log.With("component", "uploader"),
-		Progress:      a.opts.Progress,
+		Progress:      a.progress,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: upload: %w", cfg.File, err)
 	}
+	up.WatchLink(a.linkChanged) // the watch of a replaced uploader reports nothing more
 	return up, nil
 }
 
@@ -258,6 +271,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	r.publisher = r.start("events", a.publisher(a.cfg, a.sinks).Run)
 	r.mqttStatus = a.startMQTTStatus(r, a.mq)
 	r.housekeeping = r.start("housekeeping", func(ctx context.Context) error { a.housekeeping(ctx); return nil })
+	r.start("link watch", func(ctx context.Context) error { a.watchLink(ctx); return nil })
 	r.http = a.startHTTP(r, a.cfg.HTTP.Listen)
 	if a.remote != nil {
 		r.start("remote config", a.remote.m.Run)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edgecourier/courier/agent/config"
 	"github.com/edgecourier/courier/agent/remoteconfig"
+	"github.com/edgecourier/courier/agent/statuspage"
 	"github.com/edgecourier/courier/spool"
 	"github.com/edgecourier/courier/uploader"
 )
@@ -36,6 +38,15 @@ type Status struct {
 	LastErrors    []ItemError          `json:"last_errors,omitempty"`
 	// Config is what configuration runs: version, source and the effective config's digest.
 	Config *remoteconfig.Status `json:"config,omitempty"`
+
+	// For fleets (the MQTT status topic): where and what runs.
+	Hostname     string     `json:"hostname,omitempty"`
+	OS           string     `json:"os,omitempty"`
+	Arch         string     `json:"arch,omitempty"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+	SpoolLimit   int64      `json:"spool_limit,omitempty"` // spool.max_bytes; 0 = none
+	FreeDisk     int64      `json:"free_disk,omitempty"`   // on the spool's file system
+	LastVerified *time.Time `json:"last_verified,omitempty"`
 }
 
 // MQTTStatus is the broker connection as the agent last saw it.
@@ -103,6 +114,21 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 	cs := a.ConfigStatus()
 	st.Config = &cs
 	st.PID = os.Getpid()
+	st.Hostname, _ = os.Hostname()
+	st.OS, st.Arch = runtime.GOOS, runtime.GOARCH
+	if !a.started.IsZero() {
+		t := a.started
+		st.StartedAt = &t
+	}
+	a.mu.Lock()
+	st.SpoolLimit = int64(a.cfg.Spool.MaxBytes)
+	a.mu.Unlock()
+	if free, err := a.spool.FreeDisk(); err == nil {
+		st.FreeDisk = free
+	}
+	if t := a.lastVerified.Load(); t != nil {
+		st.LastVerified = t
+	}
 	st.State = "online"
 	l := up.Link()
 	st.Link = &l
@@ -117,7 +143,7 @@ func (a *Agent) Snapshot(ctx context.Context) (*Status, error) {
 		st.MQTT = ms
 	}
 	switch {
-	case l.LastError != "" && l.State != "ok":
+	case l.LastError != "" && l.State != uploader.LinkUp:
 		st.LastError = l.LastError
 	case len(st.LastErrors) > 0:
 		st.LastError = st.LastErrors[0].Error
@@ -179,9 +205,17 @@ func (a *Agent) serveHTTP(ctx context.Context, listen string) error {
 			http.Error(w, "spool: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		a.mu.Lock()
+		up := a.uploader
+		a.mu.Unlock()
+		if l := up.Link(); l.State != uploader.LinkUp {
+			http.Error(w, fmt.Sprintf("upload link %s since %s: %s", l.State, l.Since.Format(time.RFC3339), l.Reason), http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("/metrics", a.metrics.handler())
+	mux.Handle("/", statuspage.Handler(a.PageView, a.log.With("component", "statuspage")))
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		// The agent's job is moving files; a taken metrics port must not stop it.
@@ -190,6 +224,7 @@ func (a *Agent) serveHTTP(ctx context.Context, listen string) error {
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { a.sampleHistory(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		return srv.Close()

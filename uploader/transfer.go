@@ -424,6 +424,12 @@ func (t *transfer) metadata() string {
 	if t.u.opts.SendFilenames {
 		kv["filename"] = t.item.Filename
 	}
+	// An MQTT feed's device (its '+' levels) and feed filter; never a file name.
+	for _, k := range []string{"device", "feed"} {
+		if v := t.item.Meta[k]; v != "" {
+			kv[k] = v
+		}
+	}
 	keys := make([]string, 0, len(kv))
 	for k, v := range kv {
 		if v != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,8 +78,19 @@ func EventsTopic(agentID string) string { return "courier/" + agentID + "/events
 // StatusTopic is where the agent publishes its retained status (and its last will).
 func StatusTopic(agentID string) string { return "courier/" + agentID + "/status" }
 
-// offlinePayload is the last will and the status left behind on a clean shutdown.
-var offlinePayload = []byte(`{"state":"offline"}`)
+// Offline is the last will and the status left behind on a clean shutdown: which
+// agent, and when (for the will: when the connection that carries it was set up,
+// the last moment the agent is known to have been alive).
+type Offline struct {
+	State string    `json:"state"` // always "offline"
+	Agent string    `json:"agent"`
+	At    time.Time `json:"at"`
+}
+
+func offlinePayload(agent string, at time.Time) []byte {
+	b, _ := json.Marshal(Offline{State: "offline", Agent: agent, At: at.UTC().Truncate(time.Second)})
+	return b
+}
 
 // Conn owns the agent's single paho client: persistent session, manual acks,
 // automatic reconnect. Feeds, the event sink and the status publisher all ride on it.
@@ -163,7 +175,7 @@ func New(opts Options) (*Conn, error) {
 	po.SetConnectTimeout(opts.ConnectTimeout)
 	po.SetWriteTimeout(opts.PublishTimeout)
 	if !opts.Transient {
-		po.SetBinaryWill(StatusTopic(opts.AgentID), offlinePayload, 1, true)
+		po.SetBinaryWill(StatusTopic(opts.AgentID), offlinePayload(opts.AgentID, time.Now()), 1, true)
 	}
 	po.SetDefaultPublishHandler(c.onUnrouted)
 	po.SetOnConnectHandler(c.onConnect)

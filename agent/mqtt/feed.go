@@ -246,12 +246,15 @@ func (f *Feed) store(ctx context.Context, m paho.Message, payload []byte) bool {
 	for {
 		var it *spool.Item
 		var err error
-		if f.opts.MaxPayload > 0 && size > f.opts.MaxPayload {
-			it, err = f.reject(ctx, in, size)
-		} else {
+		switch {
+		case size == 0:
+			it, err = f.reject(ctx, in, size, "empty payload: a message of 0 bytes carries no file (check the publisher)")
+		case f.opts.MaxPayload > 0 && size > f.opts.MaxPayload:
+			it, err = f.reject(ctx, in, size, f.tooLarge(size))
+		default:
 			it, err = f.sp.Receive(ctx, in, bytes.NewReader(payload))
 			if errors.Is(err, spool.ErrTooLarge) {
-				it, err = f.reject(ctx, in, size)
+				it, err = f.reject(ctx, in, size, f.tooLarge(size))
 			}
 		}
 		if err == nil {
@@ -278,11 +281,14 @@ func (f *Feed) store(ctx context.Context, m paho.Message, payload []byte) bool {
 	}
 }
 
-func (f *Feed) reject(ctx context.Context, in spool.Intake, size int64) (*spool.Item, error) {
-	reason := fmt.Sprintf("payload of %d bytes exceeds max_payload %d", size, f.opts.MaxPayload)
+func (f *Feed) tooLarge(size int64) string {
+	return fmt.Sprintf("payload of %d bytes exceeds max_payload %d", size, f.opts.MaxPayload)
+}
+
+func (f *Feed) reject(ctx context.Context, in spool.Intake, size int64, reason string) (*spool.Item, error) {
 	it, err := f.sp.Reject(ctx, in, size, reason)
 	if err == nil {
-		f.log.Warn("mqtt message rejected", "id", it.ID, "size", size, "max_payload", f.opts.MaxPayload)
+		f.log.Warn("mqtt message rejected", "id", it.ID, "size", size, "reason", reason)
 	}
 	return it, err
 }
@@ -302,35 +308,56 @@ func (f *Feed) setFull(full bool) {
 	}
 }
 
-// intake describes a message for the spool. Meta carries the levels that matched a
-// '+' of the subscription, keyed by their position (0-based), e.g. devices/+/files/#
-// on devices/bed-7/files/x gives topic_level_1 = bed-7. The whole topic stays in the
-// private SourceRef: its last levels are often a file name, which events may not carry.
+// intake describes a message for the spool. Meta names the device and the feed:
+// "device" is the levels that matched the subscription's '+' joined by "/" (also kept
+// one by one as topic_level_N, 0-based), "feed" is the subscription's filter; e.g.
+// devices/+/files/# on devices/bed-7/files/ecg/x.hl7 gives device bed-7. What a '#'
+// matched (ecg/x.hl7) is a file name: it goes to the private Filename, which events
+// and upload metadata carry only as privacy.send_filenames allows. The whole topic
+// stays in the private SourceRef.
 func (f *Feed) intake(topic string) spool.Intake {
 	meta := map[string]string{}
 	levels := strings.Split(topic, "/")
+	name := levels[len(levels)-1]
 	for _, filter := range f.opts.Topics {
 		if !matches(filter, levels) {
 			continue
 		}
+		var device []string
 		for i, l := range strings.Split(filter, "/") {
-			if l == "+" {
+			switch l {
+			case "+":
 				meta["topic_level_"+strconv.Itoa(i)] = levels[i]
+				device = append(device, levels[i])
+			case "#":
+				if rest := strings.Join(levels[i:], "/"); rest != "" {
+					name = rest
+				}
 			}
 		}
+		if len(device) > 0 {
+			meta[MetaDevice] = strings.Join(device, "/")
+		}
+		meta[MetaFeed] = filter
 		break
 	}
 	return spool.Intake{
 		Source:     f.opts.Name,
 		SourceKind: "mqtt",
 		SourceRef:  topic,
-		Filename:   levels[len(levels)-1],
+		Filename:   name,
 		Priority:   f.opts.Priority,
 		Meta:       meta,
 		MaxSize:    f.opts.MaxPayload,
 		NoInspect:  f.opts.NoInspect,
 	}
 }
+
+// Meta keys a feed sets on its items (besides topic_level_N).
+const (
+	MetaDevice = "device" // the '+' levels of the feed's filter, joined by "/"
+	MetaFeed   = "feed"   // the feed's topic filter that matched
+)
 
 // matches reports whether a topic (split in levels) matches filter (MQTT 3.1.1 4.7).
 func matches(filter string, levels []string) bool {

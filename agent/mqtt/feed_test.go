@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,7 +143,6 @@ func TestFeedPayloadsAndTopics(t *testing.T) {
 		payload     []byte
 		level1      string
 	}{
-		{"empty", "devices/bed-1/files/empty", nil, "bed-1"},
 		{"binary", "devices/bed-2/files/bin", binary, "bed-2"},
 		{"spaces", "devices/bed 3 west/files/a b.pdf", []byte("spaces"), "bed 3 west"},
 		{"unicode", "devices/Bett-Ü-ß-日本/files/ü", []byte("unicode"), "Bett-Ü-ß-日本"},
@@ -151,12 +151,13 @@ func TestFeedPayloadsAndTopics(t *testing.T) {
 	}
 	dev := dialClient(t, b.URL(), "hub-3")
 	dev.publish("devices/big/files/too-large", oversized)
+	dev.publish("devices/bed-1/files/empty", nil) // rejected: no file in it
 	for _, c := range cases {
 		dev.publish(c.topic, c.payload)
 	}
-	eventually(t, "all payloads spooled and the oversized one rejected", func() bool {
+	eventually(t, "all payloads spooled and the oversized and empty ones rejected", func() bool {
 		got, others := spooled(t, sp)
-		return len(got) == len(cases) && len(others) == 1
+		return len(got) == len(cases) && len(others) == 2
 	})
 	got, others := spooled(t, sp)
 	for _, c := range cases {
@@ -173,6 +174,9 @@ func TestFeedPayloadsAndTopics(t *testing.T) {
 		}
 	}
 	rej := others[0]
+	if rej.Size == 0 {
+		rej = others[1]
+	}
 	if rej.State != spool.StateRejected || rej.Size != 1025 || rej.Reason == "" || rej.SourceRef != "devices/big/files/too-large" {
 		t.Fatalf("rejected item: state %s size %d reason %q ref %q", rej.State, rej.Size, rej.Reason, rej.SourceRef)
 	}
@@ -180,8 +184,8 @@ func TestFeedPayloadsAndTopics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(evs) != 1 || evs[0].Type != spool.EventRejected || evs[0].ItemID != rej.ID {
-		t.Fatalf("outbox: want one rejected event for %s, got %+v", rej.ID, evs)
+	if len(evs) != 2 || evs[0].Type != spool.EventRejected || evs[1].Type != spool.EventRejected {
+		t.Fatalf("outbox: want two rejected events (oversized %s, empty), got %+v", rej.ID, evs)
 	}
 
 	// Every message was acknowledged: after a restart of the agent nothing comes again.
@@ -194,7 +198,7 @@ func TestFeedPayloadsAndTopics(t *testing.T) {
 		return got[digest([]byte("sentinel"))] != nil
 	})
 	got, others = spooled(t, sp)
-	if len(got) != len(cases)+1 || len(others) != 1 {
+	if len(got) != len(cases)+1 || len(others) != 2 {
 		t.Fatalf("after restart: %d received, %d others; something was redelivered", len(got), len(others))
 	}
 }
@@ -371,7 +375,38 @@ func TestFeedTakesFileFromMosquittoPub(t *testing.T) {
 		return got[digest(payload)] != nil
 	})
 	got, _ := spooled(t, sp)
-	if it := got[digest(payload)]; it.Size != int64(len(payload)) || it.Meta["topic_level_1"] != "hub-a" || it.Filename != "report.pdf" {
+	if it := got[digest(payload)]; it.Size != int64(len(payload)) || it.Meta["topic_level_1"] != "hub-a" || it.Filename != "report.pdf" ||
+		it.Meta[MetaDevice] != "hub-a" || it.Meta[MetaFeed] != "devices/+/files/#" {
 		t.Fatalf("item: size %d meta %v filename %q", it.Size, it.Meta, it.Filename)
+	}
+}
+
+// TestFeedDeviceFileNameAndEmptyPayload: the '+' levels name the device, what '#'
+// matched is the (private) file name and never lands in Meta, and an empty payload
+// is recorded as rejected with its reason instead of becoming a 0-byte file.
+func TestFeedDeviceFileNameAndEmptyPayload(t *testing.T) {
+	b := mosquittotest.Start(t)
+	sp := openSpool(t, t.TempDir())
+	startAgent(t, b.URL(), "clinic-14", sp, FeedOptions{Topics: []string{"site/+/dev/+/files/#"}})
+	dev := dialClient(t, b.URL(), "hub-14")
+	dev.publish("site/north/dev/ecg-3/files/ecg/ROE_RICHARD_19550505.hl7", []byte("MSH|x"))
+	dev.publish("site/north/dev/ecg-3/files/empty.bin", nil)
+	eventually(t, "both messages recorded", func() bool {
+		got, others := spooled(t, sp)
+		return len(got) == 1 && len(others) == 1
+	})
+	got, others := spooled(t, sp)
+	for _, it := range got {
+		if it.Meta[MetaDevice] != "north/ecg-3" || it.Meta[MetaFeed] != "site/+/dev/+/files/#" || it.Filename != "ecg/ROE_RICHARD_19550505.hl7" {
+			t.Errorf("item: meta %v filename %q", it.Meta, it.Filename)
+		}
+		for k, v := range it.Meta {
+			if strings.Contains(v, "ROE") {
+				t.Errorf("meta %s carries the file name: %q", k, v)
+			}
+		}
+	}
+	if it := others[0]; it.State != spool.StateRejected || it.Size != 0 || !strings.Contains(it.Reason, "empty payload") {
+		t.Errorf("empty message: state %s size %d reason %q", it.State, it.Size, it.Reason)
 	}
 }

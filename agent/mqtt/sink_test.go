@@ -204,7 +204,7 @@ func TestStatusRetainedAndWill(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if v := statusOf("after-stop"); v["state"] != "offline" {
+	if v := statusOf("after-stop"); v["state"] != "offline" || v["agent"] != "clinic-8" || v["at"] == nil {
 		t.Fatalf("after a clean stop: %v", v)
 	}
 	_ = conn
@@ -216,7 +216,8 @@ func TestStatusRetainedAndWill(t *testing.T) {
 	killChild(t, child)
 	eventually(t, "last will", func() bool {
 		for _, m := range col.snapshot() {
-			if string(m.Payload()) == `{"state":"offline"}` {
+			var v Offline
+			if json.Unmarshal(m.Payload(), &v) == nil && v.State == "offline" && v.Agent == "clinic-9" && !v.At.IsZero() {
 				return true
 			}
 		}
