@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -20,6 +21,8 @@ import (
 const (
 	crashDirEnv   = "COURIER_SPOOL_CRASH_DIR"
 	crashInboxEnv = "COURIER_SPOOL_CRASH_INBOX"
+	// crashWorkersEnv: intakes at once in the child (their rows are group-committed).
+	crashWorkersEnv = "COURIER_SPOOL_CRASH_WORKERS"
 )
 
 // TestCrashChild is the process TestCrashRecovery kills: it receives files as fast as it
@@ -36,16 +39,28 @@ func TestCrashChild(t *testing.T) {
 		fmt.Println("open failed:", err)
 		os.Exit(3)
 	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	workers := 1
+	fmt.Sscan(os.Getenv(crashWorkersEnv), &workers)
+	var out sync.Mutex
+	for w := 1; w < workers; w++ {
+		go crashIntakes(ctx, s, inbox, w, &out) // ends with the process (SIGKILL)
+	}
+	crashIntakes(ctx, s, inbox, 0, &out)
+}
+
+// crashIntakes receives files as fast as it can and reports each committed item.
+func crashIntakes(ctx context.Context, s *Spool, inbox string, w int, out *sync.Mutex) {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(w)))
+	var err error
 	for i := 0; ; i++ {
 		data := make([]byte, rng.IntN(256<<10))
 		for j := range data {
 			data[j] = byte(rng.Uint32())
 		}
-		in := Intake{Source: "crash", Fingerprint: fmt.Sprint("fp-", i)}
+		in := Intake{Source: "crash", Fingerprint: fmt.Sprint("fp-", w, "-", i)}
 		var it *Item
 		if i%3 == 0 {
-			src := filepath.Join(inbox, fmt.Sprint("f", os.Getpid(), "-", i))
+			src := filepath.Join(inbox, fmt.Sprint("f", os.Getpid(), "-", w, "-", i))
 			if err := os.WriteFile(src, data, 0o600); err != nil {
 				fmt.Println("write source:", err)
 				os.Exit(3)
@@ -61,7 +76,9 @@ func TestCrashChild(t *testing.T) {
 			fmt.Println("receive failed:", err)
 			os.Exit(3)
 		}
+		out.Lock()
 		fmt.Printf("committed %s %s\n", it.ID, hexSHA256(data))
+		out.Unlock()
 		if i%4 == 0 {
 			// Move some items along so removal of published bytes gets killed too.
 			if l, err := s.Lease(ctx, "w", time.Hour); err == nil {
@@ -80,6 +97,16 @@ func TestCrashChild(t *testing.T) {
 // item it reported is there with bytes matching its digest, and nothing half-written
 // is left.
 func TestCrashRecovery(t *testing.T) {
+	crashRounds(t, 1)
+}
+
+// TestCrashRecoveryConcurrent is TestCrashRecovery with eight intakes at once, so the
+// kill lands in group commits: every item whose Receive returned is there afterwards.
+func TestCrashRecoveryConcurrent(t *testing.T) {
+	crashRounds(t, 8)
+}
+
+func crashRounds(t *testing.T, workers int) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
@@ -87,7 +114,8 @@ func TestCrashRecovery(t *testing.T) {
 	reported := map[string]string{}
 	for round := 0; round < 3; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashInboxEnv+"="+inbox)
+		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashInboxEnv+"="+inbox,
+			fmt.Sprint(crashWorkersEnv, "=", workers))
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.StdoutPipe()

@@ -34,7 +34,7 @@ func (s *Spool) Receive(ctx context.Context, in Intake, r io.Reader) (*Item, err
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: receive from %s: %w", s.dir, in.Source, err)
 	}
-	st, err := s.stageStream(ctx, id, in.MaxSize, allowed, r)
+	st, err := s.stageStream(ctx, id, in.MaxSize, allowed, -1, r)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: receive item %s from %s: %w", s.dir, id, in.Source, err)
 	}
@@ -75,7 +75,7 @@ func (s *Spool) ReceiveFile(ctx context.Context, in Intake, path string) (*Item,
 	if ofi, err := f.Stat(); err != nil || !ofi.Mode().IsRegular() || !os.SameFile(fi, ofi) {
 		return nil, fmt.Errorf("spool %s: receive item %s from %s: the file was replaced while it was being taken", s.dir, id, in.Source)
 	}
-	st, err := s.stageStream(ctx, id, in.MaxSize, allowed, f)
+	st, err := s.stageStream(ctx, id, in.MaxSize, allowed, fi.Size(), f)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: receive item %s from %s: %w", s.dir, id, in.Source, err)
 	}
@@ -114,8 +114,8 @@ func (s *Spool) Reject(ctx context.Context, in Intake, size int64, reason string
 }
 
 // commit inspects the staged bytes, installs them with their description, applies
-// dedupe and commits the row. On failure the stored bytes are removed: the source
-// still has them.
+// dedupe and commits the row (grouped with concurrent intakes: group.go). On failure
+// the stored bytes are removed: the source still has them.
 func (s *Spool) commit(ctx context.Context, in Intake, id string, st staged) (*Item, error) {
 	var env *Envelope
 	if !in.NoInspect {
@@ -133,11 +133,14 @@ func (s *Spool) commit(ctx context.Context, in Intake, id string, st staged) (*I
 	if env != nil && env.ContentType != "" {
 		it.ContentType = env.ContentType
 	}
-	if err := s.install(id, st, describe(it, in.Fingerprint, env, keys)); err != nil {
+	shard, err := s.install(id, st, describe(it, in.Fingerprint, env, keys))
+	if err != nil {
 		return nil, fmt.Errorf("spool %s: receive item %s from %s: %w", s.dir, id, in.Source, err)
 	}
-	err := s.write(ctx, "commit", func(tx *sql.Tx) error {
-		return s.insertReceived(ctx, tx, it, in.Fingerprint, env, keys, actorOf(ctx, SourceActor(in.Source)))
+	actor := actorOf(ctx, SourceActor(in.Source))
+	// The shard's fsync and the transaction are shared with concurrent intakes.
+	err = s.commitGrouped(ctx, shard, func(ctx context.Context, tx *sql.Tx) error {
+		return s.insertReceived(ctx, tx, it, in.Fingerprint, env, keys, actor)
 	})
 	if err != nil {
 		if rerr := s.removeContent(id); rerr != nil {

@@ -18,7 +18,7 @@ func (s *Spool) Lease(ctx context.Context, owner string, ttl time.Duration) (*It
 	var it *Item
 	// One IMMEDIATE transaction: no other writer, in this process or another, can pick
 	// the same row between the SELECT and the UPDATE.
-	err := s.write(ctx, "lease", func(tx *sql.Tx) error {
+	err := s.writeGrouped(ctx, "lease", func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		// items_leasable walks the backlog in lease order and stops at the first match,
 		// instead of sorting every waiting item on each lease.
@@ -60,8 +60,8 @@ func (s *Spool) Lease(ctx context.Context, owner string, ttl time.Duration) (*It
 
 // leased runs an update of id guarded by owner's lease, plus then (if not nil) in the
 // same transaction. ErrLeaseLost when owner does not hold the lease any more.
-func (s *Spool) leased(ctx context.Context, what, id, owner, set string, args []any, then func(tx *sql.Tx) error) error {
-	err := s.write(ctx, what, func(tx *sql.Tx) error {
+func (s *Spool) leased(ctx context.Context, what, id, owner, set string, args []any, then func(ctx context.Context, tx *sql.Tx) error) error {
+	err := s.writeGrouped(ctx, what, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE items SET `+set+`
 			WHERE id = ? AND lease_owner = ? AND state = 'uploading'`, append(args, id, owner)...)
 		if err != nil {
@@ -78,7 +78,7 @@ func (s *Spool) leased(ctx context.Context, what, id, owner, set string, args []
 			return ErrLeaseLost
 		}
 		if then != nil {
-			return then(tx)
+			return then(ctx, tx)
 		}
 		return nil
 	})
@@ -133,7 +133,7 @@ func (s *Spool) MarkVerified(ctx context.Context, id, owner, location string) er
 	err := s.leased(ctx, "mark verified", id, owner, `state = 'verified', location = ?, verified_at = ?,
 		lease_owner = '', lease_until = 0, last_error = '', updated_at = ?`,
 		[]any{location, nanos(now), nanos(now)},
-		func(tx *sql.Tx) error {
+		func(ctx context.Context, tx *sql.Tx) error {
 			if err := s.insertEvent(ctx, tx, id, EventVerified, now); err != nil {
 				return err
 			}
@@ -152,7 +152,7 @@ func (s *Spool) MarkWaiting(ctx context.Context, id, owner string, next time.Tim
 	err := s.leased(ctx, "mark waiting", id, owner, `state = 'waiting', next_attempt = ?, last_error = ?,
 		attempts = attempts + ?, lease_owner = '', lease_until = 0, updated_at = ?`,
 		[]any{nanos(next), reason, boolInt(counted), nanos(now)},
-		func(tx *sql.Tx) error {
+		func(ctx context.Context, tx *sql.Tx) error {
 			return auditItem(ctx, tx, id, StateUploading, StateWaiting, now, actorOf(ctx, ActorUploader))
 		})
 	if err == nil {
@@ -168,7 +168,7 @@ func (s *Spool) Quarantine(ctx context.Context, id, owner, reason string) error 
 	err := s.leased(ctx, "quarantine", id, owner, `state = 'quarantined', reason = ?, last_error = ?,
 		lease_owner = '', lease_until = 0, updated_at = ?`,
 		[]any{reason, reason, nanos(now)},
-		func(tx *sql.Tx) error {
+		func(ctx context.Context, tx *sql.Tx) error {
 			if err := s.insertEvent(ctx, tx, id, EventQuarantined, now); err != nil {
 				return err
 			}

@@ -176,7 +176,7 @@ func (s *Spool) receivePart(ctx context.Context, msg *Item, p Part) error {
 		return fmt.Errorf("spool %s: part %d of %s: %w", s.dir, p.Index, msg.ID, err)
 	}
 	src := &srcReader{r: rc}
-	st, err := s.stageStream(ctx, id, 0, allowed, src)
+	st, err := s.stageStream(ctx, id, 0, allowed, -1, src)
 	if err != nil {
 		if src.err != nil && ctx.Err() == nil {
 			s.log.Warn("spool: part skipped, its bytes cannot be decoded (the message still holds them)",
@@ -200,8 +200,17 @@ func (s *Spool) receivePart(ctx context.Context, msg *Item, p Part) error {
 	it.State = StateReceived
 	it.NextAttempt = now
 	it.Envelope = p.Data
-	if err := s.install(id, st, describe(it, "", &Envelope{Data: p.Data}, nil)); err != nil {
+	shard, err := s.install(id, st, describe(it, "", &Envelope{Data: p.Data}, nil))
+	if err != nil {
 		return fmt.Errorf("spool %s: part %d of %s: %w", s.dir, p.Index, msg.ID, err)
+	}
+	// The renames into content/ are durable before the row (install leaves that to
+	// its caller; intakes share it in group.go).
+	if err := syncDir(shard); err != nil {
+		if rerr := s.removeContent(id); rerr != nil {
+			s.log.Error("spool: remove content of uncommitted part", "id", id, "err", rerr)
+		}
+		return fmt.Errorf("spool %s: part %d of %s: fsync content folder: %w", s.dir, p.Index, msg.ID, err)
 	}
 	err = s.write(ctx, "part", func(tx *sql.Tx) error {
 		if err := insertItem(ctx, tx, it, true, nil); err != nil {

@@ -82,6 +82,7 @@ type Spool struct {
 
 	lock  *fileLock // nil when Shared or read-only
 	ready chan struct{}
+	group grouper // intakes committing together (group.go)
 
 	closeOnce sync.Once
 	closeErr  error

@@ -72,8 +72,10 @@ const sidecarExt = ".json"
 
 func (s *Spool) sidecarPath(id string) string { return s.ContentPath(id) + sidecarExt }
 
-// stageStream writes r to tmp/<id>, hashing as it goes, and fsyncs it.
-func (s *Spool) stageStream(ctx context.Context, id string, maxSize, allowed int64, r io.Reader) (st staged, err error) {
+// stageStream writes r to tmp/<id>, hashing as it goes, and fsyncs it. sizeHint is
+// the expected size (-1: unknown): a small file gets a small copy buffer, so many
+// concurrent small intakes stay small in memory.
+func (s *Spool) stageStream(ctx context.Context, id string, maxSize, allowed, sizeHint int64, r io.Reader) (st staged, err error) {
 	tmp := filepath.Join(s.tmpDir(), id)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
@@ -97,7 +99,11 @@ func (s *Spool) stageStream(ctx context.Context, id string, maxSize, allowed int
 	if maxSize > 0 {
 		src = io.LimitReader(src, maxSize+1)
 	}
-	n, err := io.CopyBuffer(w, src, make([]byte, copyBufSize))
+	bufSize := copyBufSize
+	if sizeHint >= 0 && sizeHint < copyBufSize {
+		bufSize = max(int(sizeHint)+1, 4<<10)
+	}
+	n, err := io.CopyBuffer(w, src, make([]byte, bufSize))
 	if err != nil {
 		return st, fmt.Errorf("write temp file: %w", err)
 	}
@@ -115,9 +121,11 @@ func (s *Spool) stageStream(ctx context.Context, id string, maxSize, allowed int
 	return st, nil
 }
 
-// install writes the sidecar, renames it and the staged bytes into content/ and makes
-// the renames durable. On error nothing of the item is left in content/.
-func (s *Spool) install(id string, st staged, sc *sidecar) (err error) {
+// install writes the sidecar and renames it and the staged bytes into content/. It
+// returns the shard folder whose fsync makes the renames durable: the caller does that
+// before the row is committed (once per group commit, see group.go). On error nothing
+// of the item is left in content/.
+func (s *Spool) install(id string, st staged, sc *sidecar) (shard string, err error) {
 	scTmp := st.tmp + sidecarExt
 	defer func() {
 		if err != nil {
@@ -129,32 +137,27 @@ func (s *Spool) install(id string, st staged, sc *sidecar) (err error) {
 		}
 	}()
 	if err := writeSidecar(scTmp, sc); err != nil {
-		return err
+		return "", err
 	}
 	final := s.ContentPath(id)
-	shard := filepath.Dir(final)
+	shard = filepath.Dir(final)
 	if _, err := os.Stat(shard); errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(shard, 0o750); err != nil {
-			return fmt.Errorf("create content folder: %w", err)
+			return "", fmt.Errorf("create content folder: %w", err)
 		}
 		if err := syncDir(s.contentDir()); err != nil {
-			return fmt.Errorf("fsync content folder: %w", err)
+			return "", fmt.Errorf("fsync content folder: %w", err)
 		}
 	}
 	// The description first: content without one could not be recovered.
 	if err := os.Rename(scTmp, final+sidecarExt); err != nil {
-		return fmt.Errorf("move description into content: %w", err)
+		return "", fmt.Errorf("move description into content: %w", err)
 	}
 	if err := os.Rename(st.tmp, final); err != nil {
 		os.Remove(final + sidecarExt)
-		return fmt.Errorf("move into content: %w", err)
+		return "", fmt.Errorf("move into content: %w", err)
 	}
-	if err := syncDir(shard); err != nil {
-		os.Remove(final)
-		os.Remove(final + sidecarExt)
-		return fmt.Errorf("fsync content folder: %w", err)
-	}
-	return nil
+	return shard, nil
 }
 
 func writeSidecar(path string, sc *sidecar) error {

@@ -16,6 +16,8 @@ import (
 type Outbox interface {
 	Pending(ctx context.Context, sink string, limit int) ([]spool.OutboxEvent, error)
 	MarkPublished(ctx context.Context, seq int64) error
+	// MarkPublishedBatch marks many in one transaction (group commit).
+	MarkPublishedBatch(ctx context.Context, seqs []int64) error
 }
 
 // Publisher drains the outbox into its sinks, one loop per sink, oldest first,
@@ -106,20 +108,28 @@ func (p *Publisher) drain(ctx context.Context, s Sink) (int, error) {
 	if bs, ok := s.(BatchSink); ok && len(evs) > 1 {
 		return p.drainBatch(ctx, bs, evs)
 	}
+	// Published events are marked together, in one transaction, once the batch ends
+	// or a publish fails (an event published but not marked is published again after
+	// a crash: at least once, as before).
+	done := make([]int64, 0, len(evs))
+	mark := func(n int, err error) (int, error) {
+		if merr := p.Outbox.MarkPublishedBatch(ctx, done); merr != nil && !errors.Is(merr, context.Canceled) {
+			return 0, merr
+		}
+		return n, err
+	}
 	for i, ev := range evs {
 		payload, err := Marshal(ev.Item, ev.Type, p.Options)
 		if err != nil {
-			return i, err
+			return mark(i, err)
 		}
 		id := ID(ev.ItemID, ev.Type)
 		if err := s.Publish(ctx, id, payload); err != nil {
-			return i, err
+			return mark(i, err)
 		}
-		if err := p.Outbox.MarkPublished(ctx, ev.Seq); err != nil && !errors.Is(err, context.Canceled) {
-			return i, err
-		}
+		done = append(done, ev.Seq)
 	}
-	return len(evs), nil
+	return mark(len(evs), nil)
 }
 
 func (p *Publisher) drainBatch(ctx context.Context, s BatchSink, evs []spool.OutboxEvent) (int, error) {
@@ -133,8 +143,8 @@ func (p *Publisher) drainBatch(ctx context.Context, s BatchSink, evs []spool.Out
 		ids[i], payloads[i] = ID(ev.ItemID, ev.Type), b
 	}
 	errs := s.PublishBatch(ctx, ids, payloads)
-	n := 0
 	var first error
+	done := make([]int64, 0, len(evs))
 	for i, err := range errs {
 		if err != nil {
 			if first == nil {
@@ -142,11 +152,10 @@ func (p *Publisher) drainBatch(ctx context.Context, s BatchSink, evs []spool.Out
 			}
 			continue
 		}
-		if err := p.Outbox.MarkPublished(ctx, evs[i].Seq); err != nil && first == nil {
-			first = err
-			continue
-		}
-		n++
+		done = append(done, evs[i].Seq)
 	}
-	return n, first
+	if err := p.Outbox.MarkPublishedBatch(ctx, done); err != nil {
+		return 0, err
+	}
+	return len(done), first
 }

@@ -98,3 +98,38 @@ func BenchmarkScan(b *testing.B) {
 		b.ReportMetric(float64(scanned)/b.Elapsed().Seconds(), "files/s")
 	})
 }
+
+// BenchmarkTakeSmall measures intake of many small files: each round renames 200 ×
+// 4 KiB files into a watched folder (settle 50ms, after: delete) and waits until the
+// source has taken them all (each durably in the spool and deleted from the folder).
+//
+//	go test -run '^$' -bench BenchmarkTakeSmall -benchtime 3x ./agent/folder/
+func BenchmarkTakeSmall(b *testing.B) {
+	const files = 200
+	root, stage := b.TempDir(), b.TempDir()
+	sp := openSpool(b, spool.Options{})
+	opts := Options{Name: "lab-inbox", Path: root, Settle: 50 * time.Millisecond}
+	r := startSource(b, opts, sp)
+	data := make([]byte, 4<<10)
+	b.SetBytes(files * int64(len(data)))
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		for j := range files {
+			copy(data, fmt.Sprintf("round %d file %d;", i, j)) // distinct: no duplicates
+			if err := os.WriteFile(filepath.Join(stage, fmt.Sprint(j)), data, 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+		want := r.counters().Taken + files
+		b.StartTimer()
+		for j := range files {
+			name := fmt.Sprint(j)
+			if err := os.Rename(filepath.Join(stage, name), filepath.Join(root, fmt.Sprint(i, "-", name))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		testutil.WaitFor(b, time.Minute, "all files taken", func() bool { return r.counters().Taken >= want })
+	}
+	b.ReportMetric(float64(b.N*files)/b.Elapsed().Seconds(), "files/s")
+}

@@ -59,6 +59,9 @@ type Source struct {
 	mu    sync.Mutex
 	stats counters
 
+	// smu guards what follows while checkDue's takes run concurrently (take.go); at
+	// all other times only Run's goroutine touches it.
+	smu sync.Mutex
 	// Owned by Run's goroutine.
 	watcher     *fsnotify.Watcher
 	watched     map[string]bool       // absolute folder paths with a watch

@@ -41,14 +41,28 @@ func (s *Source) intake(rel string, fi fs.FileInfo) spool.Intake {
 	return in
 }
 
-// take hands a settled file to the spool and releases it once it is durable.
+// take hands a settled file to the spool and releases it once it is durable. It is
+// called with s.smu held (and holds it again when it returns).
 func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.FileInfo) {
 	fp := fingerprint(p, rel, fi)
 	if s.opts.MaxSize > 0 && fi.Size() > s.opts.MaxSize {
 		s.reject(ctx, p, rel, fi, fi.Size(), s.tooLarge(fi.Size()))
 		return
 	}
+	// The checks and the intake below run outside s.smu, so that several files are
+	// read, fsynced and committed together (group commit); the source's state is only
+	// touched with s.smu held.
+	s.smu.Unlock()
 	f, err := s.open(p)
+	var held bool
+	var herr error
+	if err == nil {
+		f.Close()
+		// Settled by size and mtime, but a writer may only have paused: a file some
+		// process still holds open for writing is not finished.
+		held, herr = heldForWriting(p, fi)
+	}
+	s.smu.Lock()
 	if err != nil {
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -65,19 +79,18 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 		}
 		return
 	}
-	f.Close()
-	// Settled by size and mtime, but a writer may only have paused: a file some
-	// process still holds open for writing is not finished.
-	if held, err := heldForWriting(p, fi); err == nil && held {
+	if herr == nil && held {
 		s.log.Debug("folder: file is still open for writing, waiting", "path", rel, "file", ref(rel))
 		s.retryIn(rel, c, s.opts.Settle)
 		return
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Debug("folder: cannot tell whether the file is open for writing", "file", ref(rel), "err", errKind(err))
+	} else if herr != nil && !errors.Is(herr, fs.ErrNotExist) {
+		s.log.Debug("folder: cannot tell whether the file is open for writing", "file", ref(rel), "err", errKind(herr))
 	}
 	in := s.intake(rel, fi)
 	if s.keep {
+		s.smu.Unlock()
 		has, err := s.hasFingerprint(ctx, rel, fp, fi)
+		s.smu.Lock()
 		if err != nil {
 			s.log.Warn("folder: fingerprint lookup failed, will try again", "file", ref(rel), "err", redact(err, p))
 			s.retryIn(rel, c, s.opts.Rescan)
@@ -95,7 +108,9 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 	// lab exports) would change a committed item. A zero-copy intake needs a journaled
 	// rename in the spool; until then correctness wins over one extra copy.
 	start := time.Now()
+	s.smu.Unlock()
 	it, err := s.sp.ReceiveFile(ctx, in, p)
+	s.smu.Lock()
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -136,7 +151,10 @@ func (s *Source) take(ctx context.Context, p, rel string, c *candidate, fi fs.Fi
 	// opened for writing again (a writer that paused longer than settle), or replaced
 	// under its name. What was stored is then an earlier state: the file stays and is
 	// taken again once it settles.
-	if why, now := s.changedSince(p, fi, it); why != "" {
+	s.smu.Unlock()
+	why, now := s.changedSince(p, fi, it)
+	s.smu.Lock()
+	if why != "" {
 		// The spool has no way yet to withdraw the item (it goes out as it was
 		// stored); what matters here is that the file itself is not released.
 		s.log.Warn("folder: file changed before it could be released, leaving it to be taken again",
