@@ -195,6 +195,7 @@ func spoolRetry(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("spool retry", stderr)
 	cfgPath := fs.String("config", "", "config file")
 	state := fs.String("state", "", "retry every item in this state (quarantined or waiting)")
+	dryRun := fs.Bool("dry-run", false, "print what would be queued again, change nothing")
 	ids, err := parseInterspersed(fs, args)
 	if err != nil {
 		return parseFailed(err)
@@ -218,6 +219,9 @@ func spoolRetry(args []string, stdout, stderr io.Writer) int {
 	}
 	defer sp.Close()
 	ctx := context.Background()
+	if *dryRun {
+		return retryDryRun(ctx, sp, cfg.Agent.DataDir, ids, spool.State(*state), stdout, stderr)
+	}
 	if *state != "" {
 		n, err := sp.RetryState(ctx, spool.State(*state))
 		if err != nil {
@@ -356,5 +360,43 @@ func spoolExport(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "spool export: %v", err)
 	}
 	fmt.Fprintln(stdout, dst)
+	return 0
+}
+
+// retryDryRun says what spool retry would do and changes nothing.
+func retryDryRun(ctx context.Context, sp *spool.Spool, dir string, ids []string, state spool.State, stdout, stderr io.Writer) int {
+	if state != "" {
+		items, err := sp.List(ctx, spool.ListFilter{State: state})
+		if err != nil {
+			return fail(stderr, "spool retry: %v", err)
+		}
+		for _, it := range items {
+			fmt.Fprintf(stdout, "would queue again %s (%s)\n", it.ID, it.State)
+		}
+		fmt.Fprintf(stdout, "dry run: %d item(s) would be queued again; nothing was changed\n", len(items))
+		return 0
+	}
+	failed, n := 0, 0
+	for _, id := range ids {
+		it, err := resolveItem(ctx, sp, id)
+		if err != nil {
+			if resolveFailed(stderr, "spool retry", id, dir, err) == 2 {
+				return 2
+			}
+			failed++
+			continue
+		}
+		if it.State != spool.StateQuarantined && it.State != spool.StateWaiting {
+			fmt.Fprintf(stderr, "courier: spool retry %s: state %s: %v\n", it.ID, it.State, spool.ErrNotRetryable)
+			failed++
+			continue
+		}
+		fmt.Fprintf(stdout, "would queue again %s (%s)\n", it.ID, it.State)
+		n++
+	}
+	fmt.Fprintf(stdout, "dry run: %d item(s) would be queued again; nothing was changed\n", n)
+	if failed > 0 {
+		return 1
+	}
 	return 0
 }
