@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 
+	"gopkg.in/natefinch/lumberjack.v2"
+
 	"github.com/edgecourier/courier/agent"
 	"github.com/edgecourier/courier/agent/config"
 )
@@ -60,7 +62,15 @@ func printConfigError(stderr io.Writer, err error) {
 	fmt.Fprintf(stderr, "courier: invalid config: %s\n", err)
 }
 
-// newLogger follows log.level and log.format; logs go to stderr.
+// Rotation of log.file: at most logFileMB per file, logFileBackups old files kept,
+// gzip-compressed.
+const (
+	logFileMB      = 50
+	logFileBackups = 5
+)
+
+// newLogger follows log.level and log.format; logs go to stderr, and also to
+// log.file (rotated) when that is set.
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	log, _ := newLeveledLogger(cfg, w)
 	return log
@@ -71,6 +81,13 @@ func newLeveledLogger(cfg *config.Config, w io.Writer) (*slog.Logger, *slog.Leve
 	lvl := new(slog.LevelVar)
 	lvl.Set(agent.ParseLevel(cfg.Log.Level))
 	o := &slog.HandlerOptions{Level: lvl}
+	if cfg.Log.File != "" {
+		// The file lives as long as the process: lumberjack opens it on the first
+		// write (creating it 0600) and rotates it by size.
+		w = io.MultiWriter(w, &lumberjack.Logger{
+			Filename: cfg.Log.File, MaxSize: logFileMB, MaxBackups: logFileBackups, Compress: true,
+		})
+	}
 	if cfg.Log.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, o)), lvl
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgecourier/courier/agent"
+	"github.com/edgecourier/courier/agent/config"
 	"github.com/edgecourier/courier/agent/events"
 )
 
@@ -21,6 +22,7 @@ func cmdEvents(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "config file")
 	since := fs.String("since", "", "start of the window (RFC 3339, a date 2006-01-02, or a duration ago like 24h)")
 	until := fs.String("until", "", "end of the window (default now)")
+	dryRun := fs.Bool("dry-run", false, "print the events that would be replayed, publish nothing")
 	if err := fs.Parse(args[1:]); err != nil {
 		return parseFailed(err)
 	}
@@ -47,6 +49,9 @@ func cmdEvents(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *dryRun {
+		return replayDryRun(ctx, cfg, from, to, stdout, stderr)
+	}
 	sinks, closeSinks, err := agent.ReplaySinks(ctx, cfg, newLogger(cfg, stderr))
 	if err != nil {
 		return fail(stderr, "events replay: %v", err)
@@ -95,4 +100,22 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 		return now.Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("%q is not a time (want RFC 3339 like 2026-11-25T08:00:00Z, a date like 2026-11-25, or a duration like 24h)", s)
+}
+
+// replayDryRun lists the events replay would publish, and publishes nothing.
+func replayDryRun(ctx context.Context, cfg *config.Config, from, to time.Time, stdout, stderr io.Writer) int {
+	sp, err := openShared(cfg)
+	if err != nil {
+		return fail(stderr, "events replay: %v", err)
+	}
+	defer sp.Close()
+	evs, err := sp.Events(ctx, from, to)
+	if err != nil {
+		return fail(stderr, "events replay: %v", err)
+	}
+	for _, ev := range evs {
+		fmt.Fprintf(stdout, "would publish %s %s for item %s\n", events.ID(ev.ItemID, ev.Type), ev.Type, ev.ItemID)
+	}
+	fmt.Fprintf(stdout, "dry run: %d event(s) from %s to %s would be replayed; nothing was published\n", len(evs), from.Format(time.RFC3339), to.Format(time.RFC3339))
+	return 0
 }

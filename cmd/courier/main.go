@@ -36,6 +36,11 @@ Usage:
   courier keygen --out PREFIX                  ed25519 pair for signing configuration
   courier mllp send --to HOST:PORT FILE...     send HL7 over MLLP, print each ACK
   courier service install|uninstall|start|stop|status --config FILE
+  courier spool show --config FILE [--json] ID   ID or a unique prefix of it
+  courier spool export --config FILE ID DIR   copy the spooled bytes to DIR/ID (SHA-256 checked)
+  courier spool retry --dry-run ...           print what would be queued again, change nothing
+  courier events replay --dry-run ...         print the events that would be replayed
+  courier completion bash|zsh|fish            shell completion script (source <(courier completion bash))
   courier version
 `
 
@@ -63,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"mllp":    cmdMLLP,
 		"audit":   cmdAudit,
 	}
+	cmds["completion"] = cmdCompletion
 	switch args[0] {
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)

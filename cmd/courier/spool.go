@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
@@ -29,8 +30,10 @@ func cmdSpool(args []string, stdout, stderr io.Writer) int {
 		return spoolShow(args[1:], stdout, stderr)
 	case "retry":
 		return spoolRetry(args[1:], stdout, stderr)
+	case "export":
+		return spoolExport(args[1:], stdout, stderr)
 	}
-	return usageErr(stderr, "spool: unknown sub-command %q (want ls, show, retry, verify or recover)", args[0])
+	return usageErr(stderr, "spool: unknown sub-command %q (want ls, show, retry, export, verify or recover)", args[0])
 }
 
 // openShared opens the config's spool beside a possibly running agent.
@@ -85,10 +88,19 @@ func spoolLs(args []string, stdout, stderr io.Writer) int {
 		enc.Encode(out)
 		return 0
 	}
+	now := time.Now()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tSOURCE\tSIZE\tRECEIVED\tSHA256")
+	fmt.Fprintln(tw, "ID\tSTATE\tSOURCE\tSIZE\tAGE\tATTEMPTS\tNEXT\tSHA256")
 	for _, it := range items {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%.16s\n", it.ID, it.State, it.Source, it.Size, it.ReceivedAt.Local().Format(time.DateTime), it.SHA256)
+		src := it.Source
+		if cfg.Privacy.SendFilenames && it.Filename != "" {
+			src += "/" + filepath.Base(it.Filename)
+		}
+		next := "-"
+		if it.State == spool.StateWaiting && !it.NextAttempt.IsZero() {
+			next = "in " + humanAge(it.NextAttempt.Sub(now))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%.16s\n", it.ID, it.State, src, humanSize(it.Size), humanAge(now.Sub(it.ReceivedAt)), it.Attempts, next, it.SHA256)
 	}
 	tw.Flush()
 	return 0
@@ -148,6 +160,7 @@ func view(it *spool.Item, names bool) itemView {
 func spoolShow(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("spool show", stderr)
 	cfgPath := fs.String("config", "", "config file")
+	asJSON := fs.Bool("json", false, "print JSON for machines")
 	ids, err := parseInterspersed(fs, args)
 	if err != nil {
 		return parseFailed(err)
@@ -164,12 +177,13 @@ func spoolShow(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "spool show: %v", err)
 	}
 	defer sp.Close()
-	it, err := sp.Get(context.Background(), ids[0])
-	if errors.Is(err, spool.ErrNotFound) {
-		return fail(stderr, "spool show: no item %s in %s", ids[0], cfg.Agent.DataDir)
-	}
+	it, err := resolveItem(context.Background(), sp, ids[0])
 	if err != nil {
-		return fail(stderr, "spool show: %v", err)
+		return resolveFailed(stderr, "spool show", ids[0], cfg.Agent.DataDir, err)
+	}
+	if !*asJSON {
+		printItem(stdout, view(it, cfg.Privacy.SendFilenames), time.Now())
+		return 0
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
@@ -181,6 +195,7 @@ func spoolRetry(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("spool retry", stderr)
 	cfgPath := fs.String("config", "", "config file")
 	state := fs.String("state", "", "retry every item in this state (quarantined or waiting)")
+	dryRun := fs.Bool("dry-run", false, "print what would be queued again, change nothing")
 	ids, err := parseInterspersed(fs, args)
 	if err != nil {
 		return parseFailed(err)
@@ -204,6 +219,9 @@ func spoolRetry(args []string, stdout, stderr io.Writer) int {
 	}
 	defer sp.Close()
 	ctx := context.Background()
+	if *dryRun {
+		return retryDryRun(ctx, sp, cfg.Agent.DataDir, ids, spool.State(*state), stdout, stderr)
+	}
 	if *state != "" {
 		n, err := sp.RetryState(ctx, spool.State(*state))
 		if err != nil {
@@ -214,6 +232,15 @@ func spoolRetry(args []string, stdout, stderr io.Writer) int {
 	}
 	failed := 0
 	for _, id := range ids {
+		it, err := resolveItem(ctx, sp, id)
+		if err != nil {
+			if resolveFailed(stderr, "spool retry", id, cfg.Agent.DataDir, err) == 2 {
+				return 2
+			}
+			failed++
+			continue
+		}
+		id = it.ID
 		if err := sp.Retry(ctx, id); err != nil {
 			fmt.Fprintf(stderr, "courier: spool retry %s: %v\n", id, err)
 			failed++
@@ -298,6 +325,78 @@ func spoolRecover(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(rep.Mismatched)+len(rep.Undescribed)+len(rep.Unreadable) > 0 {
 		fmt.Fprintf(stdout, "files are in %s; nothing was deleted\n", filepath.Join(cfg.Agent.DataDir, "content"))
+	}
+	return 0
+}
+
+func spoolExport(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("spool export", stderr)
+	cfgPath := fs.String("config", "", "config file")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return parseFailed(err)
+	}
+	if len(pos) != 2 {
+		return usageErr(stderr, "spool export: want an item ID and a directory (courier spool export --config FILE ID DIR)")
+	}
+	if st, err := os.Stat(pos[1]); err != nil || !st.IsDir() {
+		return usageErr(stderr, "spool export: %s is not a directory: create it first", pos[1])
+	}
+	cfg, code := loadConfig(*cfgPath, stderr)
+	if cfg == nil {
+		return code
+	}
+	sp, err := openShared(cfg)
+	if err != nil {
+		return fail(stderr, "spool export: %v", err)
+	}
+	defer sp.Close()
+	it, err := resolveItem(context.Background(), sp, pos[0])
+	if err != nil {
+		return resolveFailed(stderr, "spool export", pos[0], cfg.Agent.DataDir, err)
+	}
+	dst, err := exportItem(sp, it, pos[1])
+	if err != nil {
+		return fail(stderr, "spool export: %v", err)
+	}
+	fmt.Fprintln(stdout, dst)
+	return 0
+}
+
+// retryDryRun says what spool retry would do and changes nothing.
+func retryDryRun(ctx context.Context, sp *spool.Spool, dir string, ids []string, state spool.State, stdout, stderr io.Writer) int {
+	if state != "" {
+		items, err := sp.List(ctx, spool.ListFilter{State: state})
+		if err != nil {
+			return fail(stderr, "spool retry: %v", err)
+		}
+		for _, it := range items {
+			fmt.Fprintf(stdout, "would queue again %s (%s)\n", it.ID, it.State)
+		}
+		fmt.Fprintf(stdout, "dry run: %d item(s) would be queued again; nothing was changed\n", len(items))
+		return 0
+	}
+	failed, n := 0, 0
+	for _, id := range ids {
+		it, err := resolveItem(ctx, sp, id)
+		if err != nil {
+			if resolveFailed(stderr, "spool retry", id, dir, err) == 2 {
+				return 2
+			}
+			failed++
+			continue
+		}
+		if it.State != spool.StateQuarantined && it.State != spool.StateWaiting {
+			fmt.Fprintf(stderr, "courier: spool retry %s: state %s: %v\n", it.ID, it.State, spool.ErrNotRetryable)
+			failed++
+			continue
+		}
+		fmt.Fprintf(stdout, "would queue again %s (%s)\n", it.ID, it.State)
+		n++
+	}
+	fmt.Fprintf(stdout, "dry run: %d item(s) would be queued again; nothing was changed\n", n)
+	if failed > 0 {
+		return 1
 	}
 	return 0
 }
