@@ -97,7 +97,8 @@ log: { level: warn, format: text }
 // its description rewritten for each copy.
 func cloneItems(ctx context.Context, data, id string, n int) error {
 	content := filepath.Join(data, "content")
-	side, err := os.ReadFile(filepath.Join(content, id+".json"))
+	path := func(id string) string { return filepath.Join(content, id[len(id)-2:], id) } // spool.ContentPath's shards
+	side, err := os.ReadFile(path(id) + ".json")
 	if err != nil {
 		return err
 	}
@@ -139,11 +140,15 @@ func cloneItems(ctx context.Context, data, id string, n int) error {
 			tx.Rollback()
 			return err
 		}
-		if err := os.Link(filepath.Join(content, id), filepath.Join(content, nid)); err != nil {
+		if err := os.MkdirAll(filepath.Dir(path(nid)), 0o700); err != nil {
 			tx.Rollback()
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(content, nid+".json"), bytes.ReplaceAll(side, []byte(id), []byte(nid)), 0o600); err != nil {
+		if err := os.Link(path(id), path(nid)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := os.WriteFile(path(nid)+".json", bytes.ReplaceAll(side, []byte(id), []byte(nid)), 0o600); err != nil {
 			tx.Rollback()
 			return err
 		}
