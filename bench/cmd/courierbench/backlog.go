@@ -102,6 +102,10 @@ func cloneItems(ctx context.Context, data, id string, n int) error {
 	if err != nil {
 		return err
 	}
+	body, err := os.ReadFile(path(id))
+	if err != nil {
+		return err
+	}
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(data, "spool.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		return err
@@ -144,7 +148,7 @@ func cloneItems(ctx context.Context, data, id string, n int) error {
 			tx.Rollback()
 			return err
 		}
-		if err := os.Link(path(id), path(nid)); err != nil {
+		if err := os.WriteFile(path(nid), body, 0o600); err != nil { // a copy: ext4 caps hard links at 65,000
 			tx.Rollback()
 			return err
 		}
