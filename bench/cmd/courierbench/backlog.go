@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -79,7 +81,12 @@ log: { level: warn, format: text }
 		out := output(ctx, dir, b.courier, "status", "--config", cfgPath)
 		statuses = append(statuses, time.Since(t1).Seconds())
 		p.stop()
-		if !strings.Contains(out, fmt.Sprint(b.o.backlog)) {
+		total := 0
+		for _, m := range countLine.FindAllStringSubmatch(out, -1) {
+			n, _ := strconv.Atoi(m[1])
+			total += n
+		}
+		if total != b.o.backlog {
 			return fmt.Errorf("%w: courier status does not show %d items:\n%s", errCheck, b.o.backlog, tail(out))
 		}
 		b.logf("backlog round %d: start-up %.2f s, status %.2f s", r+1, starts[r], statuses[r])
@@ -159,3 +166,6 @@ func cloneItems(ctx context.Context, data, id string, n int) error {
 	}
 	return tx.Commit()
 }
+
+// countLine is one state's line in `courier status`: "  received     99984".
+var countLine = regexp.MustCompile(`(?m)^\s+[a-z]+\s+([0-9]+)$`)
