@@ -234,6 +234,14 @@ func TestCrashMidUpload(t *testing.T) {
 	if sentBefore >= size {
 		t.Fatalf("the upload finished before the kill (%d bytes sent); nothing was tested", sentBefore)
 	}
+	assertResumed(t, e, in, px, body, int64(chunkSize), "killed", sentBefore)
+}
+
+// assertResumed restarts the agent after an interrupted upload and checks the
+// outcome: one object equal to the source, one event id, and at most about one
+// chunk sent twice.
+func assertResumed(t *testing.T, e *env, in *ingest, px *proxy, body []byte, chunkSize int64, how string, sentBefore int64) {
+	t.Helper()
 	e.startAgent()
 	got := e.waitVerified(1, 3*time.Minute)
 	ev := got[sum(body)]
@@ -247,8 +255,8 @@ func TestCrashMidUpload(t *testing.T) {
 		t.Errorf("server holds %d objects, want 1", n)
 	}
 	assertOneEventPerFile(t, e, body)
-	resent := px.patchBytes.Load() - size
-	t.Logf("killed after %d bytes; %d bytes sent twice (chunk %d)", sentBefore, resent, chunkSize)
+	resent := px.patchBytes.Load() - int64(len(body))
+	t.Logf("%s after %d bytes; %d bytes sent twice (chunk %d)", how, sentBefore, resent, chunkSize)
 	if resent > chunkSize+chunkSize/4 {
 		t.Errorf("%d bytes were sent twice after the restart, want at most about one chunk (%d)", resent, chunkSize)
 	}

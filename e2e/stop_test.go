@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -42,22 +41,5 @@ func TestStopSIGTERMMidUpload(t *testing.T) {
 		t.Fatalf("the upload finished before SIGTERM (%d bytes sent); nothing was tested", sentBefore)
 	}
 
-	e.startAgent()
-	got := e.waitVerified(1, 3*time.Minute)
-	ev := got[sum(body)]
-	if ev.ID == "" {
-		t.Fatal("no verified event for the file")
-	}
-	if stored := in.object(t, ev.Data.FileID); !bytes.Equal(stored, body) {
-		t.Fatalf("bytes at the server differ from the source")
-	}
-	if n := len(in.objects(t)); n != 1 {
-		t.Errorf("server holds %d objects, want 1", n)
-	}
-	assertOneEventPerFile(t, e, body)
-	resent := px.patchBytes.Load() - size
-	t.Logf("SIGTERM after %d bytes; %d bytes sent twice (chunk %d)", sentBefore, resent, chunkSize)
-	if resent > chunkSize+chunkSize/4 {
-		t.Errorf("%d bytes were sent twice after the restart, want at most about one chunk (%d)", resent, chunkSize)
-	}
+	assertResumed(t, e, in, px, body, int64(chunkSize), "SIGTERM", sentBefore)
 }
